@@ -1,0 +1,198 @@
+//! The dispatcher thread. Event driven: it sleeps until woken (a push, a freed slot, a new
+//! handler) or until the earliest due time, lease expiry or renewal, never polling.
+
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use crossbeam_channel::{Receiver, RecvTimeoutError};
+
+use super::{now_ms, Run, Shared, State};
+use crate::error::Result;
+use crate::event::EventDraft;
+use crate::executor::{ExecutorId, Job};
+use crate::model::{Millis, Task};
+use crate::state::{self, StopReason};
+use crate::store::ClaimRequest;
+
+/// Most expired leases recovered per wake-up.
+const RECOVER_BATCH: usize = 256;
+/// Pause after a store error before trying again.
+const ERROR_PAUSE_MS: Millis = 200;
+
+pub(super) fn spawn(shared: Arc<Shared>, wake: Receiver<()>) -> std::io::Result<JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name("decaf-dispatcher".into())
+        .spawn(move || run(&shared, &wake))
+}
+
+fn run(shared: &Shared, wake: &Receiver<()>) {
+    loop {
+        let next = {
+            let mut st = shared.state.lock();
+            if st.stopped {
+                return;
+            }
+            let now = now_ms();
+            match shared.dispatch(&mut st, now) {
+                Ok(next) => next,
+                Err(err) => {
+                    tracing::error!(%err, "dispatch failed; retrying");
+                    Some(now + ERROR_PAUSE_MS)
+                }
+            }
+        };
+        let woken = match next {
+            Some(at) => {
+                let ms = (at - now_ms()).clamp(0, i64::from(u32::MAX)) as u64;
+                wake.recv_timeout(Duration::from_millis(ms))
+            }
+            None => wake.recv().map_err(|_| RecvTimeoutError::Disconnected),
+        };
+        if let Err(RecvTimeoutError::Disconnected) = woken {
+            return;
+        }
+    }
+}
+
+impl Shared {
+    /// One round: recover expired leases, renew native runs, claim into free slots.
+    /// Returns when the next round is due without a wake-up.
+    fn dispatch(&self, st: &mut State, now: Millis) -> Result<Option<Millis>> {
+        self.recover_expired(st, now)?;
+        self.renew_native_runs(st, now)?;
+        if st.claiming {
+            self.claim(st, now)?;
+        }
+        let mut next = [self.store.next_due()?, self.store.next_expiry()?]
+            .into_iter()
+            .flatten()
+            .min();
+        if st.running.values().any(|run| self.engine_renews(st, run)) {
+            next = Some(next.map_or(st.next_renewal, |n| n.min(st.next_renewal)));
+        }
+        Ok(next)
+    }
+
+    fn engine_renews(&self, st: &State, run: &Run) -> bool {
+        st.executors
+            .get(&run.executor)
+            .is_some_and(|e| e.engine_renews)
+    }
+
+    /// A lease that ran out means its runner is gone or stuck: the task counts a failed
+    /// attempt and is retried (or fails), and a runner still holding it is told to stop.
+    fn recover_expired(&self, st: &mut State, now: Millis) -> Result<()> {
+        if self.store.next_expiry()?.is_none_or(|at| at > now) {
+            return Ok(());
+        }
+        for task in self.store.expired(now, RECOVER_BATCH)? {
+            let unit = fastrand::f64();
+            let recovered = self.commit(st, &task.id, now, |t| {
+                if t.lease_token != task.lease_token {
+                    return Err(state::Refused::Stale);
+                }
+                state::expire(t, now, unit)
+            })?;
+            if recovered.is_ok() {
+                tracing::warn!(task = %task.id, owner = ?task.lease_owner, "lease expired; task recovered");
+                if let Some(run) = self.end_run(st, &task.id, Some(task.lease_token)) {
+                    self.abort_run(st, &task.id, &run, StopReason::LeaseLost);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Native threads cannot stall the way an event loop can: the engine renews their
+    /// leases itself, every third of the lease.
+    fn renew_native_runs(&self, st: &mut State, now: Millis) -> Result<()> {
+        if now < st.next_renewal {
+            return Ok(());
+        }
+        let lease = self.config.lease_ms;
+        st.next_renewal = now + (lease / 3) as Millis;
+        let runs: Vec<(String, u64)> = st
+            .running
+            .iter()
+            .filter(|(_, run)| self.engine_renews(st, run))
+            .map(|(id, run)| (id.clone(), run.token))
+            .collect();
+        for (id, token) in runs {
+            let _ = self.commit(st, &id, now, |t| state::renew(t, token, now, lease))?;
+        }
+        Ok(())
+    }
+
+    fn claim(&self, st: &mut State, now: Millis) -> Result<()> {
+        let free = self.config.concurrency.saturating_sub(st.running.len());
+        if free == 0 || st.routes.is_empty() {
+            return Ok(());
+        }
+        let routes = &st.routes;
+        let can_run = |task: &Task| routes.contains_key(&task.classification);
+        let claimed = self.store.claim(&ClaimRequest {
+            limit: free,
+            now,
+            owner: &self.config.owner,
+            lease_ms: self.config.lease_ms,
+            can_run: &can_run,
+        })?;
+        if claimed.is_empty() {
+            return Ok(());
+        }
+        if st.running.is_empty() {
+            st.next_renewal = now + (self.config.lease_ms / 3) as Millis;
+        }
+        let mut events = Vec::with_capacity(claimed.len());
+        let mut jobs = Vec::with_capacity(claimed.len());
+        for task in claimed {
+            events.extend(self.number(st, &task.id, vec![EventDraft::status(&task)], now));
+            let Some(executor) = self.pick_executor(st, &task.classification) else {
+                tracing::error!(task = %task.id, "claimed a task no executor serves");
+                continue;
+            };
+            st.running.insert(
+                task.id.clone(),
+                Run {
+                    token: task.lease_token,
+                    executor,
+                },
+            );
+            if let Some(entry) = st.executors.get_mut(&executor) {
+                entry.load += 1;
+            }
+            jobs.push((executor, job_of(task)));
+        }
+        self.store.append_events(&events)?;
+        self.sink.deliver(&events);
+        for (executor, job) in jobs {
+            if let Some(entry) = st.executors.get(&executor) {
+                entry.executor.execute(job);
+            }
+        }
+        Ok(())
+    }
+
+    /// The least loaded executor serving `classification`.
+    fn pick_executor(&self, st: &State, classification: &str) -> Option<ExecutorId> {
+        st.routes
+            .get(classification)?
+            .iter()
+            .filter_map(|id| st.executors.get(id).map(|e| (e.load, *id)))
+            .min()
+            .map(|(_, id)| id)
+    }
+}
+
+fn job_of(task: Task) -> Job {
+    Job {
+        attempt: task.attempt + 1,
+        token: task.lease_token,
+        classification: task.classification,
+        name: task.name,
+        input: task.input,
+        result_cache: serde_json::Value::Object(Default::default()),
+        task_id: task.id,
+    }
+}

@@ -1,0 +1,596 @@
+//! The engine: the single owner of claiming, tracking and emitting. One per service.
+
+mod config;
+mod dispatcher;
+mod native;
+
+pub use config::{EngineConfig, MIN_LEASE_MS};
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use crossbeam_channel::Sender;
+use parking_lot::{Condvar, Mutex};
+use serde_json::Value;
+
+use crate::error::{EngineError, Result};
+use crate::event::{Event, EventDraft, EventSink};
+use crate::executor::{Executor, ExecutorId, Outcome};
+use crate::handler::Handler;
+use crate::model::{ListFilter, LogEntry, Millis, Task, TaskSpec};
+use crate::spec;
+use crate::state::{self, Change, Refused, StopReason};
+use crate::store::Store;
+use native::NativeExecutor;
+
+/// The current time in ms since the epoch.
+pub fn now_ms() -> Millis {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as Millis)
+        .unwrap_or(0)
+}
+
+/// Prefix reserved for native (Rust) handler classifications registered by bindings.
+pub const NATIVE_PREFIX: &str = "native:";
+
+/// Id of the engine's own native executor.
+const NATIVE_EXECUTOR: ExecutorId = 0;
+
+struct Run {
+    token: u64,
+    executor: ExecutorId,
+}
+
+struct ExecutorEntry {
+    executor: Arc<dyn Executor>,
+    /// Whether the engine renews the leases of its runs (native threads), rather than the
+    /// executor proving it is alive with [`Engine::renew_executor`].
+    engine_renews: bool,
+    load: usize,
+}
+
+pub(crate) struct State {
+    seq: u64,
+    running: HashMap<String, Run>,
+    executors: BTreeMap<ExecutorId, ExecutorEntry>,
+    routes: HashMap<String, Vec<ExecutorId>>,
+    next_executor: ExecutorId,
+    accepting: bool,
+    claiming: bool,
+    stopped: bool,
+    next_renewal: Millis,
+}
+
+/// Engine internals shared by the public handle, the dispatcher and the native threads.
+pub(crate) struct Shared {
+    config: EngineConfig,
+    store: Arc<dyn Store>,
+    sink: Arc<dyn EventSink>,
+    state: Mutex<State>,
+    idle: Condvar,
+    wake: Sender<()>,
+    native: Arc<NativeExecutor>,
+}
+
+/// What [`Engine::shutdown`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ShutdownReport {
+    /// Runs that ended by themselves within the timeout.
+    pub drained: usize,
+    /// Runs that were aborted and released back to `pending`.
+    pub released: usize,
+}
+
+impl Shared {
+    fn wake(&self) {
+        let _ = self.wake.try_send(());
+    }
+
+    fn number(
+        &self,
+        st: &mut State,
+        task_id: &str,
+        drafts: Vec<EventDraft>,
+        now: Millis,
+    ) -> Vec<Event> {
+        drafts
+            .into_iter()
+            .map(|draft| {
+                st.seq += 1;
+                Event::from_draft(task_id, st.seq, now, draft)
+            })
+            .collect()
+    }
+
+    /// Applies a transition to the stored task: persists the new record and its events,
+    /// then delivers the events. Retries on a version conflict.
+    fn commit(
+        &self,
+        st: &mut State,
+        id: &str,
+        now: Millis,
+        transition: impl Fn(&Task) -> Result<Change, Refused>,
+    ) -> Result<Result<Task, Refused>> {
+        loop {
+            let current = self
+                .store
+                .get(id)?
+                .ok_or_else(|| EngineError::NotFound(id.to_owned()))?;
+            let mut change = match transition(&current) {
+                Ok(change) => change,
+                Err(refused) => return Ok(Err(refused)),
+            };
+            change.task.version = current.version + 1;
+            let events = self.number(st, id, change.events, now);
+            if self.store.update(&change.task, &events)? {
+                if !events.is_empty() {
+                    self.sink.deliver(&events);
+                }
+                return Ok(Ok(change.task));
+            }
+        }
+    }
+
+    /// Forgets the run `token` of `id` (if it is the current one) and frees its slot.
+    fn end_run(&self, st: &mut State, id: &str, token: Option<u64>) -> Option<Run> {
+        let matches = st
+            .running
+            .get(id)
+            .is_some_and(|run| token.is_none_or(|t| t == run.token));
+        if !matches {
+            return None;
+        }
+        let run = st.running.remove(id)?;
+        if let Some(entry) = st.executors.get_mut(&run.executor) {
+            entry.load = entry.load.saturating_sub(1);
+        }
+        if st.running.is_empty() {
+            self.idle.notify_all();
+        }
+        self.wake();
+        Some(run)
+    }
+
+    fn abort_run(&self, st: &State, id: &str, run: &Run, reason: StopReason) {
+        if let Some(entry) = st.executors.get(&run.executor) {
+            entry.executor.abort(id, run.token, reason);
+        }
+    }
+
+    pub(crate) fn report(&self, id: &str, token: u64, outcome: Outcome) -> Result<bool> {
+        let now = now_ms();
+        let unit = fastrand::f64();
+        let mut st = self.state.lock();
+        let result = self.commit(&mut st, id, now, |task| match &outcome {
+            Outcome::Succeed { output } => state::succeed(task, token, output.clone(), now),
+            Outcome::Fail { error } => state::fail(task, token, error.clone(), now, unit),
+            Outcome::Retry { reason } => state::retry(task, token, reason.clone(), now, unit),
+            Outcome::Cancel { reason } => state::cancel_run(task, token, reason.clone(), now),
+            Outcome::Reschedule { at, reason } => {
+                state::reschedule(task, token, *at, reason.clone(), now)
+            }
+        })?;
+        match result {
+            Ok(_) => {
+                self.end_run(&mut st, id, Some(token));
+                Ok(true)
+            }
+            Err(refused) => {
+                tracing::debug!(task = id, token, %refused, "late or stale result dropped");
+                Ok(false)
+            }
+        }
+    }
+
+    pub(crate) fn log(
+        &self,
+        id: &str,
+        token: u64,
+        level: &str,
+        msg: &str,
+        meta: Option<Value>,
+        step: Option<u32>,
+    ) -> Result<bool> {
+        let now = now_ms();
+        let entry = LogEntry {
+            ts: now,
+            level: level.to_owned(),
+            msg: msg.to_owned(),
+            meta,
+            step,
+        };
+        let tail = self.config.log_tail_max;
+        let mut st = self.state.lock();
+        let result = self.commit(&mut st, id, now, |task| {
+            state::log(task, token, entry.clone(), tail)
+        })?;
+        Ok(result.is_ok())
+    }
+
+    pub(crate) fn progress(&self, id: &str, token: u64, data: Value) -> Result<bool> {
+        let now = now_ms();
+        let mut st = self.state.lock();
+        let current = self
+            .store
+            .get(id)?
+            .ok_or_else(|| EngineError::NotFound(id.to_owned()))?;
+        let Ok(change) = state::progress(&current, token, data) else {
+            return Ok(false);
+        };
+        let events = self.number(&mut st, id, change.events, now);
+        self.store.append_events(&events)?;
+        self.sink.deliver(&events);
+        Ok(true)
+    }
+
+    pub(crate) fn heartbeat(&self, id: &str, token: u64) -> Result<bool> {
+        let now = now_ms();
+        let lease = self.config.lease_ms;
+        let mut st = self.state.lock();
+        let result = self.commit(&mut st, id, now, |task| {
+            state::renew(task, token, now, lease)
+        })?;
+        Ok(result.is_ok())
+    }
+}
+
+/// A task engine: claims tasks from a [`Store`], hands them to executors, tracks leases,
+/// retries with backoff, and emits events to an [`EventSink`] in order.
+///
+/// ```
+/// use std::sync::Arc;
+/// use decaf_tasks_core::{Engine, EngineConfig, MemoryStore, NullSink, TaskSpec, TaskContext, HandlerResult};
+/// use serde_json::{json, Value};
+///
+/// let engine = Engine::new(EngineConfig::default(), Arc::new(MemoryStore::new()), Arc::new(NullSink)).unwrap();
+/// engine.register_native("native:double", Arc::new(|input: &Value, _ctx: &TaskContext| -> HandlerResult {
+///     Ok(json!(input.as_i64().unwrap_or(0) * 2))
+/// })).unwrap();
+/// let task = engine.push(vec![TaskSpec::new("native:double", json!(21))]).unwrap().remove(0);
+/// # std::thread::sleep(std::time::Duration::from_millis(100));
+/// # assert_eq!(engine.read(&task.id).unwrap().output, Some(json!(42)));
+/// engine.shutdown(std::time::Duration::from_secs(1)).unwrap();
+/// ```
+pub struct Engine {
+    shared: Arc<Shared>,
+    dispatcher: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("config", &self.shared.config)
+            .finish()
+    }
+}
+
+impl Engine {
+    /// Starts an engine: its dispatcher thread and `native_threads` handler threads.
+    pub fn new(
+        config: EngineConfig,
+        store: Arc<dyn Store>,
+        sink: Arc<dyn EventSink>,
+    ) -> Result<Self> {
+        config.validate()?;
+        let (wake, wake_rx) = crossbeam_channel::bounded(1);
+        let threads = config.native_threads;
+        let shared = Arc::new_cyclic(|weak| {
+            let native = NativeExecutor::start(threads, weak.clone());
+            let mut executors = BTreeMap::new();
+            executors.insert(
+                NATIVE_EXECUTOR,
+                ExecutorEntry {
+                    executor: Arc::clone(&native) as Arc<dyn Executor>,
+                    engine_renews: true,
+                    load: 0,
+                },
+            );
+            Shared {
+                config,
+                store,
+                sink,
+                state: Mutex::new(State {
+                    seq: 0,
+                    running: HashMap::new(),
+                    executors,
+                    routes: HashMap::new(),
+                    next_executor: NATIVE_EXECUTOR + 1,
+                    accepting: true,
+                    claiming: true,
+                    stopped: false,
+                    next_renewal: 0,
+                }),
+                idle: Condvar::new(),
+                wake,
+                native,
+            }
+        });
+        let handle = dispatcher::spawn(Arc::clone(&shared), wake_rx)
+            .map_err(|e| EngineError::Internal(format!("could not start the dispatcher: {e}")))?;
+        Ok(Engine {
+            shared,
+            dispatcher: Mutex::new(Some(handle)),
+        })
+    }
+
+    /// The configuration the engine runs with.
+    pub fn config(&self) -> &EngineConfig {
+        &self.shared.config
+    }
+
+    /// Registers a native handler; it runs on the engine's native threads.
+    pub fn register_native(&self, classification: &str, handler: Arc<dyn Handler>) -> Result<()> {
+        if classification.is_empty() {
+            return Err(EngineError::Invalid(
+                "classification must be a non-empty string".into(),
+            ));
+        }
+        self.shared
+            .native
+            .register(classification.to_owned(), handler);
+        let mut st = self.shared.state.lock();
+        let routes = st.routes.entry(classification.to_owned()).or_default();
+        if !routes.contains(&NATIVE_EXECUTOR) {
+            routes.push(NATIVE_EXECUTOR);
+        }
+        drop(st);
+        self.shared.wake();
+        Ok(())
+    }
+
+    /// Adds an executor serving `classifications`. It proves it is alive by calling
+    /// [`Engine::renew_executor`] more often than the lease length; otherwise the leases of
+    /// its runs expire and the tasks are retried elsewhere.
+    pub fn add_executor(
+        &self,
+        executor: Arc<dyn Executor>,
+        classifications: &[String],
+    ) -> ExecutorId {
+        let mut st = self.shared.state.lock();
+        let id = st.next_executor;
+        st.next_executor += 1;
+        st.executors.insert(
+            id,
+            ExecutorEntry {
+                executor,
+                engine_renews: false,
+                load: 0,
+            },
+        );
+        for c in classifications {
+            st.routes.entry(c.clone()).or_default().push(id);
+        }
+        drop(st);
+        self.shared.wake();
+        id
+    }
+
+    /// The executor now also serves `classifications`.
+    pub fn add_classifications(
+        &self,
+        executor: ExecutorId,
+        classifications: &[String],
+    ) -> Result<()> {
+        let mut st = self.shared.state.lock();
+        if !st.executors.contains_key(&executor) {
+            return Err(EngineError::Invalid(format!("unknown executor {executor}")));
+        }
+        for c in classifications {
+            let routes = st.routes.entry(c.clone()).or_default();
+            if !routes.contains(&executor) {
+                routes.push(executor);
+            }
+        }
+        drop(st);
+        self.shared.wake();
+        Ok(())
+    }
+
+    /// Renews the lease of every run of `executor`: its proof of life.
+    pub fn renew_executor(&self, executor: ExecutorId) -> Result<usize> {
+        let now = now_ms();
+        let lease = self.shared.config.lease_ms;
+        let mut st = self.shared.state.lock();
+        let runs: Vec<(String, u64)> = st
+            .running
+            .iter()
+            .filter(|(_, run)| run.executor == executor)
+            .map(|(id, run)| (id.clone(), run.token))
+            .collect();
+        let mut renewed = 0;
+        for (id, token) in runs {
+            if self
+                .shared
+                .commit(&mut st, &id, now, |task| {
+                    state::renew(task, token, now, lease)
+                })?
+                .is_ok()
+            {
+                renewed += 1;
+            }
+        }
+        Ok(renewed)
+    }
+
+    /// Classifications some executor of this engine serves.
+    pub fn classifications(&self) -> Vec<String> {
+        let mut all: Vec<String> = self.shared.state.lock().routes.keys().cloned().collect();
+        all.sort();
+        all
+    }
+
+    /// Validates and stores new tasks, all or nothing, emitting one status event each.
+    pub fn push(&self, specs: Vec<TaskSpec>) -> Result<Vec<Task>> {
+        for (i, spec) in specs.iter().enumerate() {
+            spec::validate(spec).map_err(|e| match e {
+                EngineError::Invalid(msg) if specs.len() > 1 => {
+                    EngineError::Invalid(format!("task {i}: {msg}"))
+                }
+                other => other,
+            })?;
+        }
+        let shared = &self.shared;
+        let now = now_ms();
+        let mut st = shared.state.lock();
+        if !st.accepting {
+            return Err(EngineError::Shutdown);
+        }
+        if !shared.store.is_shared() {
+            for spec in &specs {
+                let steps = spec.steps.iter().flatten().map(|s| &s.classification);
+                for c in std::iter::once(&spec.classification).chain(steps) {
+                    if !st.routes.contains_key(c) {
+                        return Err(EngineError::UnknownClassification(c.clone()));
+                    }
+                }
+            }
+        }
+        let mut tasks = Vec::with_capacity(specs.len());
+        let mut events = Vec::with_capacity(specs.len());
+        for spec in specs {
+            let id = uuid::Uuid::now_v7().to_string();
+            let change = state::create(spec, id, now);
+            events.extend(shared.number(&mut st, &change.task.id, change.events, now));
+            tasks.push(change.task);
+        }
+        shared.store.insert(&tasks, &events)?;
+        shared.sink.deliver(&events);
+        drop(st);
+        shared.wake();
+        Ok(tasks)
+    }
+
+    /// One task.
+    pub fn read(&self, id: &str) -> Result<Task> {
+        self.shared
+            .store
+            .get(id)?
+            .ok_or_else(|| EngineError::NotFound(id.to_owned()))
+    }
+
+    /// Tasks matching `filter`, oldest first.
+    pub fn list(&self, filter: &ListFilter) -> Result<Vec<Task>> {
+        self.shared.store.list(filter)
+    }
+
+    /// The persisted events of a task, oldest first.
+    pub fn events(&self, id: &str) -> Result<Vec<Event>> {
+        self.shared.store.events(id)
+    }
+
+    /// Number of tasks that have not ended.
+    pub fn active_count(&self) -> Result<usize> {
+        self.shared.store.active_count()
+    }
+
+    /// Cancels a task that has not ended (final; a running handler is told to stop and
+    /// its late result is dropped). An ended task is returned unchanged, with no event.
+    pub fn cancel(&self, id: &str, reason: Option<String>) -> Result<Task> {
+        let shared = &self.shared;
+        let now = now_ms();
+        let mut st = shared.state.lock();
+        match shared.commit(&mut st, id, now, |task| {
+            state::cancel(task, reason.clone(), now)
+        })? {
+            Ok(task) => {
+                if let Some(run) = shared.end_run(&mut st, id, None) {
+                    shared.abort_run(&st, id, &run, StopReason::Canceled);
+                }
+                Ok(task)
+            }
+            Err(_) => self.read(id),
+        }
+    }
+
+    /// Ends the run `token` of task `id` with `outcome`. Returns `false` when the token is
+    /// stale (canceled, released, or the lease was taken over): the outcome is dropped.
+    pub fn report(&self, id: &str, token: u64, outcome: Outcome) -> Result<bool> {
+        self.shared.report(id, token, outcome)
+    }
+
+    /// A log line of run `token`. `false` when stale.
+    pub fn log(
+        &self,
+        id: &str,
+        token: u64,
+        level: &str,
+        msg: &str,
+        meta: Option<Value>,
+    ) -> Result<bool> {
+        self.shared.log(id, token, level, msg, meta, None)
+    }
+
+    /// A progress event of run `token`. `false` when stale.
+    pub fn progress(&self, id: &str, token: u64, data: Value) -> Result<bool> {
+        self.shared.progress(id, token, data)
+    }
+
+    /// Renews the lease of run `token`. `false` when stale.
+    pub fn heartbeat(&self, id: &str, token: u64) -> Result<bool> {
+        self.shared.heartbeat(id, token)
+    }
+
+    /// Stops claiming, waits up to `timeout` for running tasks, then tells the rest to
+    /// stop and releases them back to `pending` (attempts unchanged), and stops the
+    /// engine's threads. Pushing afterwards fails with [`EngineError::Shutdown`]. Calling it
+    /// again does nothing.
+    pub fn shutdown(&self, timeout: Duration) -> Result<ShutdownReport> {
+        let shared = &self.shared;
+        let deadline = Instant::now() + timeout;
+        let mut st = shared.state.lock();
+        if st.stopped {
+            return Ok(ShutdownReport::default());
+        }
+        st.accepting = false;
+        st.claiming = false;
+        let in_flight = st.running.len();
+        while !st.running.is_empty() {
+            if shared.idle.wait_until(&mut st, deadline).timed_out() {
+                break;
+            }
+        }
+        let left: Vec<(String, u64)> = st
+            .running
+            .iter()
+            .map(|(id, run)| (id.clone(), run.token))
+            .collect();
+        let now = now_ms();
+        for (id, token) in &left {
+            if let Some(run) = shared.end_run(&mut st, id, Some(*token)) {
+                shared.abort_run(&st, id, &run, StopReason::Shutdown);
+            }
+            if let Err(refused) =
+                shared.commit(&mut st, id, now, |task| state::release(task, *token, now))?
+            {
+                tracing::debug!(task = %id, %refused, "not released at shutdown");
+            }
+        }
+        st.stopped = true;
+        drop(st);
+        shared.wake();
+        shared.native.close();
+        if let Some(handle) = self.dispatcher.lock().take() {
+            let _ = handle.join();
+        }
+        Ok(ShutdownReport {
+            drained: in_flight - left.len(),
+            released: left.len(),
+        })
+    }
+
+    /// Whether [`Engine::shutdown`] has run.
+    pub fn is_shut_down(&self) -> bool {
+        self.shared.state.lock().stopped
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        self.shared.state.lock().stopped = true;
+        self.shared.wake();
+        self.shared.native.close();
+    }
+}

@@ -1,0 +1,34 @@
+//! # decaf-tasks-core
+//!
+//! The engine of decaf-tasks, free of any JS binding: the task model and its state
+//! machine, retry backoff, leases with fencing tokens, an event-driven dispatcher, executors
+//! (a native thread pool for Rust handlers; bindings add their own), ordered events and the
+//! [`Store`] trait with an in-memory implementation.
+//!
+//! Embed it to run Rust handlers: create an [`Engine`] over a [`Store`] and an
+//! [`EventSink`], [`Engine::register_native`] your [`Handler`]s, and [`Engine::push`] tasks.
+
+mod backoff;
+mod engine;
+mod error;
+mod event;
+mod executor;
+mod handler;
+mod model;
+mod spec;
+pub mod state;
+mod store;
+
+pub use backoff::delay_ms;
+pub use engine::{now_ms, Engine, EngineConfig, ShutdownReport, MIN_LEASE_MS, NATIVE_PREFIX};
+pub use error::{EngineError, Result};
+pub use event::{Event, EventClass, EventDraft, EventSink, NullSink};
+pub use executor::{Executor, ExecutorId, Job, Outcome};
+pub use handler::{Handler, HandlerResult, Interrupt, TaskContext};
+pub use model::{
+    Atomicity, Backoff, BackoffStrategy, Jitter, ListFilter, LogEntry, Millis, StepResult,
+    StepSpec, Task, TaskError, TaskSpec, TaskStatus,
+};
+pub use spec::{validate as validate_spec, MAX_KEY_LEN};
+pub use state::{Change, Refused, StopReason};
+pub use store::{ClaimRequest, MemoryStore, Store};

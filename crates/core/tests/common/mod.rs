@@ -1,0 +1,123 @@
+//! Test fixtures: a sink that records events and lets tests wait on them, and an executor
+//! that hands jobs to the test instead of running them.
+
+#![allow(dead_code, unreachable_pub)]
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender};
+use decaf_tasks_core::{
+    Engine, EngineConfig, Event, EventSink, Executor, Job, MemoryStore, StopReason, TaskStatus,
+};
+use parking_lot::{Condvar, Mutex};
+
+pub const WAIT: Duration = Duration::from_secs(10);
+
+#[derive(Default)]
+pub struct RecordingSink {
+    events: Mutex<Vec<Event>>,
+    changed: Condvar,
+}
+
+impl EventSink for RecordingSink {
+    fn deliver(&self, events: &[Event]) {
+        self.events.lock().extend_from_slice(events);
+        self.changed.notify_all();
+    }
+}
+
+impl RecordingSink {
+    pub fn events(&self) -> Vec<Event> {
+        self.events.lock().clone()
+    }
+
+    /// Waits until `done` holds for the recorded events.
+    pub fn wait_until(&self, done: impl Fn(&[Event]) -> bool) -> Vec<Event> {
+        let deadline = Instant::now() + WAIT;
+        let mut events = self.events.lock();
+        while !done(&events) {
+            assert!(
+                !self.changed.wait_until(&mut events, deadline).timed_out(),
+                "timed out waiting; events so far: {:#?}",
+                events
+                    .iter()
+                    .map(|e| (&e.task_id, e.classification, &e.payload))
+                    .collect::<Vec<_>>()
+            );
+        }
+        events.clone()
+    }
+
+    /// Waits for a status event `status` of `task_id`.
+    pub fn wait_status(&self, task_id: &str, status: TaskStatus) -> Vec<Event> {
+        self.wait_until(|events| {
+            events
+                .iter()
+                .any(|e| e.task_id == task_id && e.status() == Some(status))
+        })
+    }
+
+    /// The statuses of a task, in order.
+    pub fn statuses(&self, task_id: &str) -> Vec<TaskStatus> {
+        self.events()
+            .iter()
+            .filter(|e| e.task_id == task_id)
+            .filter_map(Event::status)
+            .collect()
+    }
+}
+
+/// Jobs go to the test through a channel; aborts are recorded.
+pub struct ManualExecutor {
+    jobs: Sender<Job>,
+    pub aborts: Mutex<Vec<(String, u64, StopReason)>>,
+}
+
+impl ManualExecutor {
+    pub fn new() -> (Arc<Self>, Receiver<Job>) {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        (
+            Arc::new(ManualExecutor {
+                jobs: tx,
+                aborts: Mutex::new(Vec::new()),
+            }),
+            rx,
+        )
+    }
+}
+
+impl Executor for ManualExecutor {
+    fn execute(&self, job: Job) {
+        let _ = self.jobs.send(job);
+    }
+
+    fn abort(&self, task_id: &str, token: u64, reason: StopReason) {
+        self.aborts.lock().push((task_id.to_owned(), token, reason));
+    }
+}
+
+pub fn config(concurrency: usize, lease_ms: u64) -> EngineConfig {
+    EngineConfig {
+        concurrency,
+        lease_ms,
+        native_threads: 2,
+        owner: "test".into(),
+        ..EngineConfig::default()
+    }
+}
+
+pub fn engine(concurrency: usize, lease_ms: u64) -> (Engine, Arc<RecordingSink>) {
+    let sink = Arc::new(RecordingSink::default());
+    let engine = Engine::new(
+        config(concurrency, lease_ms),
+        Arc::new(MemoryStore::new()),
+        Arc::clone(&sink) as Arc<dyn EventSink>,
+    )
+    .expect("engine starts");
+    (engine, sink)
+}
+
+pub fn recv(rx: &Receiver<Job>) -> Job {
+    rx.recv_timeout(WAIT).expect("a job arrives")
+}

@@ -1,0 +1,446 @@
+//! The engine end to end on the memory store, with a manual executor so every step is
+//! driven by the test (no sleeps).
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{engine, recv, ManualExecutor};
+use decaf_tasks_core::{
+    now_ms, Backoff, BackoffStrategy, EngineError, EventClass, HandlerResult, Jitter, Outcome,
+    StopReason, TaskContext, TaskError, TaskSpec, TaskStatus,
+};
+use serde_json::{json, Value};
+
+fn spec(classification: &str, input: Value) -> TaskSpec {
+    TaskSpec::new(classification, input)
+}
+
+#[test]
+fn runs_a_task_and_emits_events_in_order() {
+    let (engine, sink) = engine(4, 10_000);
+    let (exec, jobs) = ManualExecutor::new();
+    engine.add_executor(exec, &["js".into()]);
+    let task = engine
+        .push(vec![spec("js", json!({"n": 1}))])
+        .unwrap()
+        .remove(0);
+    assert_eq!(task.status, TaskStatus::Pending);
+    let job = recv(&jobs);
+    assert_eq!(job.task_id, task.id);
+    assert_eq!(job.attempt, 1);
+    assert_eq!(job.input, json!({"n": 1}));
+    assert!(engine
+        .log(&task.id, job.token, "info", "hello", None)
+        .unwrap());
+    assert!(engine
+        .progress(&task.id, job.token, json!({"pct": 50}))
+        .unwrap());
+    assert!(engine
+        .report(&task.id, job.token, Outcome::Succeed { output: json!(0) })
+        .unwrap());
+    let events = sink.wait_status(&task.id, TaskStatus::Succeeded);
+    let kinds: Vec<_> = events
+        .iter()
+        .map(|e| match e.classification {
+            EventClass::Status => e.payload["status"].as_str().unwrap().to_owned(),
+            other => other.as_str().to_owned(),
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        ["pending", "running", "log", "progress", "succeeded"]
+    );
+    assert!(events.windows(2).all(|w| w[0].seq < w[1].seq));
+    assert_eq!(events.last().unwrap().payload["output"], json!(0));
+    assert_eq!(engine.events(&task.id).unwrap(), events);
+    let stored = engine.read(&task.id).unwrap();
+    assert_eq!(stored.output, Some(json!(0)));
+    assert_eq!(stored.log_tail.len(), 1);
+    assert_eq!(engine.active_count().unwrap(), 0);
+}
+
+#[test]
+fn priority_then_due_time_then_insertion_order() {
+    let (engine, _sink) = engine(1, 10_000);
+    let (exec, jobs) = ManualExecutor::new();
+    // Push before any executor exists is refused for an unknown classification...
+    assert!(matches!(
+        engine.push(vec![spec("js", json!(0))]),
+        Err(EngineError::UnknownClassification(_))
+    ));
+    let id = engine.add_executor(exec, &["js".into()]);
+    // ...so block the only slot with a first task, then queue the rest behind it.
+    let first = engine
+        .push(vec![spec("js", json!("first"))])
+        .unwrap()
+        .remove(0);
+    let blocker = recv(&jobs);
+    assert_eq!(blocker.task_id, first.id);
+    let mut low = spec("js", json!("low"));
+    low.priority = Some(-1);
+    let mut high = spec("js", json!("high"));
+    high.priority = Some(5);
+    engine
+        .push(vec![
+            low,
+            spec("js", json!("a")),
+            high,
+            spec("js", json!("b")),
+        ])
+        .unwrap();
+    let mut order = Vec::new();
+    let mut current = blocker;
+    for _ in 0..4 {
+        engine
+            .report(
+                &current.task_id,
+                current.token,
+                Outcome::Succeed {
+                    output: Value::Null,
+                },
+            )
+            .unwrap();
+        current = recv(&jobs);
+        order.push(current.input.as_str().unwrap().to_owned());
+    }
+    assert_eq!(order, ["high", "a", "b", "low"]);
+    let _ = id;
+}
+
+#[test]
+fn concurrency_caps_running_tasks_and_a_freed_slot_refills_at_once() {
+    let (engine, _sink) = engine(3, 10_000);
+    let (exec, jobs) = ManualExecutor::new();
+    engine.add_executor(exec, &["js".into()]);
+    engine
+        .push((0..10).map(|i| spec("js", json!(i))).collect())
+        .unwrap();
+    let running: Vec<_> = (0..3).map(|_| recv(&jobs)).collect();
+    assert!(
+        jobs.recv_timeout(Duration::from_millis(50)).is_err(),
+        "a 4th task started"
+    );
+    engine
+        .report(
+            &running[0].task_id,
+            running[0].token,
+            Outcome::Succeed {
+                output: Value::Null,
+            },
+        )
+        .unwrap();
+    let next = recv(&jobs);
+    assert_eq!(next.input, json!(3));
+    assert!(jobs.recv_timeout(Duration::from_millis(50)).is_err());
+}
+
+#[test]
+fn failures_retry_with_backoff_until_max_attempts() {
+    let (engine, sink) = engine(2, 10_000);
+    let (exec, jobs) = ManualExecutor::new();
+    engine.add_executor(exec, &["js".into()]);
+    let mut s = spec("js", json!(null));
+    s.max_attempts = Some(3);
+    s.backoff = Some(Backoff {
+        strategy: BackoffStrategy::Fixed,
+        base_ms: 20,
+        max_ms: 20,
+        jitter: Jitter::None,
+    });
+    let task = engine.push(vec![s]).unwrap().remove(0);
+    for attempt in 1..=3 {
+        let job = recv(&jobs);
+        assert_eq!(job.attempt, attempt);
+        let failed_at = now_ms();
+        engine
+            .report(
+                &task.id,
+                job.token,
+                Outcome::Fail {
+                    error: TaskError::new(format!("boom {attempt}")),
+                },
+            )
+            .unwrap();
+        if attempt < 3 {
+            let stored = engine.read(&task.id).unwrap();
+            assert_eq!(stored.status, TaskStatus::WaitingRetry);
+            assert!(stored.next_run_at.unwrap() >= failed_at + 20);
+        }
+    }
+    sink.wait_status(&task.id, TaskStatus::Failed);
+    let stored = engine.read(&task.id).unwrap();
+    assert_eq!(stored.attempt, 3);
+    assert_eq!(stored.error.unwrap().message, "boom 3");
+    assert_eq!(
+        sink.statuses(&task.id),
+        [
+            TaskStatus::Pending,
+            TaskStatus::Running,
+            TaskStatus::WaitingRetry,
+            TaskStatus::Running,
+            TaskStatus::WaitingRetry,
+            TaskStatus::Running,
+            TaskStatus::Failed
+        ]
+    );
+}
+
+#[test]
+fn scheduled_tasks_wait_for_their_time() {
+    let (engine, sink) = engine(2, 10_000);
+    let (exec, jobs) = ManualExecutor::new();
+    engine.add_executor(exec, &["js".into()]);
+    let at = now_ms() + 150;
+    let mut s = spec("js", json!(null));
+    s.scheduled_to = Some(at);
+    let task = engine.push(vec![s]).unwrap().remove(0);
+    assert_eq!(task.status, TaskStatus::Scheduled);
+    let job = recv(&jobs);
+    assert!(now_ms() >= at, "ran before its scheduled time");
+    engine
+        .report(&task.id, job.token, Outcome::Succeed { output: json!(1) })
+        .unwrap();
+    sink.wait_status(&task.id, TaskStatus::Succeeded);
+}
+
+#[test]
+fn cancel_is_final_aborts_the_run_and_drops_its_late_result() {
+    let (engine, sink) = engine(2, 10_000);
+    let (exec, jobs) = ManualExecutor::new();
+    engine.add_executor(exec.clone(), &["js".into()]);
+    let task = engine
+        .push(vec![spec("js", json!(null))])
+        .unwrap()
+        .remove(0);
+    let job = recv(&jobs);
+    let canceled = engine.cancel(&task.id, None).unwrap();
+    assert_eq!(canceled.status, TaskStatus::Canceled);
+    let error = canceled.error.unwrap();
+    assert_eq!(error.message, format!("Task {} canceled", task.id));
+    assert_eq!(error.code, Some(json!(400)));
+    assert_eq!(
+        exec.aborts.lock().clone(),
+        [(task.id.clone(), job.token, StopReason::Canceled)]
+    );
+    assert!(!engine
+        .report(&task.id, job.token, Outcome::Succeed { output: json!(1) })
+        .unwrap());
+    assert!(!engine
+        .log(&task.id, job.token, "info", "late", None)
+        .unwrap());
+    let before = sink.events().len();
+    let again = engine.cancel(&task.id, None).unwrap();
+    assert_eq!(again.status, TaskStatus::Canceled);
+    assert_eq!(
+        sink.events().len(),
+        before,
+        "cancelling an ended task emitted something"
+    );
+    assert_eq!(engine.read(&task.id).unwrap().output, None);
+    // A pending task can be canceled too and never runs.
+    let (engine2, _sink2) = common::engine(1, 10_000);
+    let (exec2, jobs2) = ManualExecutor::new();
+    engine2.add_executor(exec2, &["js".into()]);
+    let tasks = engine2
+        .push(vec![spec("js", json!(1)), spec("js", json!(2))])
+        .unwrap();
+    let first = recv(&jobs2);
+    engine2.cancel(&tasks[1].id, None).unwrap();
+    engine2
+        .report(
+            &first.task_id,
+            first.token,
+            Outcome::Succeed {
+                output: Value::Null,
+            },
+        )
+        .unwrap();
+    assert!(jobs2.recv_timeout(Duration::from_millis(100)).is_err());
+}
+
+#[test]
+fn an_expired_lease_is_recovered_counts_an_attempt_and_fences_the_old_runner() {
+    let (engine, sink) = engine(2, 150);
+    let (exec, jobs) = ManualExecutor::new();
+    engine.add_executor(exec.clone(), &["js".into()]);
+    let mut s = spec("js", json!(null));
+    s.max_attempts = Some(2);
+    s.backoff = Some(Backoff {
+        base_ms: 0,
+        max_ms: 0,
+        ..Backoff::default()
+    });
+    let task = engine.push(vec![s]).unwrap().remove(0);
+    let first = recv(&jobs);
+    // The executor never renews: the lease runs out and the task is handed out again.
+    let second = recv(&jobs);
+    assert_eq!(second.task_id, task.id);
+    assert_eq!(second.attempt, 2);
+    assert!(second.token > first.token);
+    assert!(exec
+        .aborts
+        .lock()
+        .contains(&(task.id.clone(), first.token, StopReason::LeaseLost)));
+    assert!(!engine
+        .report(
+            &task.id,
+            first.token,
+            Outcome::Succeed {
+                output: json!("old")
+            }
+        )
+        .unwrap());
+    assert!(engine
+        .report(
+            &task.id,
+            second.token,
+            Outcome::Succeed {
+                output: json!("new")
+            }
+        )
+        .unwrap());
+    sink.wait_status(&task.id, TaskStatus::Succeeded);
+    let stored = engine.read(&task.id).unwrap();
+    assert_eq!(stored.output, Some(json!("new")));
+    assert_eq!(stored.attempt, 1);
+}
+
+#[test]
+fn renewals_keep_a_lease_alive() {
+    let (engine, _sink) = engine(2, 150);
+    let (exec, jobs) = ManualExecutor::new();
+    let id = engine.add_executor(exec, &["js".into()]);
+    let task = engine
+        .push(vec![spec("js", json!(null))])
+        .unwrap()
+        .remove(0);
+    let job = recv(&jobs);
+    for _ in 0..8 {
+        std::thread::sleep(Duration::from_millis(50));
+        assert_eq!(engine.renew_executor(id).unwrap(), 1);
+    }
+    assert!(engine
+        .report(&task.id, job.token, Outcome::Succeed { output: json!(1) })
+        .unwrap());
+}
+
+#[test]
+fn handler_control_outcomes() {
+    let (engine, sink) = engine(4, 10_000);
+    let (exec, jobs) = ManualExecutor::new();
+    engine.add_executor(exec, &["js".into()]);
+    let tasks = engine
+        .push(vec![
+            spec("js", json!("cancel")),
+            spec("js", json!("retry")),
+            spec("js", json!("later")),
+        ])
+        .unwrap();
+    let at = now_ms() + 60_000;
+    for _ in 0..3 {
+        let job = recv(&jobs);
+        let outcome = match job.input.as_str().unwrap() {
+            "cancel" => Outcome::Cancel {
+                reason: Some("no".into()),
+            },
+            "retry" => Outcome::Retry {
+                reason: Some("again".into()),
+            },
+            _ => Outcome::Reschedule { at, reason: None },
+        };
+        assert!(engine.report(&job.task_id, job.token, outcome).unwrap());
+    }
+    sink.wait_status(&tasks[0].id, TaskStatus::Canceled);
+    sink.wait_status(&tasks[1].id, TaskStatus::Failed);
+    sink.wait_status(&tasks[2].id, TaskStatus::Scheduled);
+    assert_eq!(engine.read(&tasks[2].id).unwrap().scheduled_to, Some(at));
+    assert_eq!(engine.read(&tasks[2].id).unwrap().attempt, 0);
+}
+
+#[test]
+fn native_handlers_run_on_engine_threads_and_panics_become_failures() {
+    let (engine, sink) = engine(4, 10_000);
+    engine
+        .register_native(
+            "native:square",
+            Arc::new(|input: &Value, ctx: &TaskContext| -> HandlerResult {
+                ctx.log("info", "squaring", None);
+                let n = input.as_i64().unwrap_or(0);
+                Ok(json!(n * n))
+            }),
+        )
+        .unwrap();
+    engine
+        .register_native(
+            "native:boom",
+            Arc::new(|_: &Value, _: &TaskContext| -> HandlerResult { panic!("kaboom") }),
+        )
+        .unwrap();
+    let tasks = engine
+        .push(vec![
+            spec("native:square", json!(7)),
+            spec("native:boom", json!(null)),
+        ])
+        .unwrap();
+    sink.wait_status(&tasks[0].id, TaskStatus::Succeeded);
+    sink.wait_status(&tasks[1].id, TaskStatus::Failed);
+    assert_eq!(engine.read(&tasks[0].id).unwrap().output, Some(json!(49)));
+    let error = engine.read(&tasks[1].id).unwrap().error.unwrap();
+    assert!(error.message.contains("kaboom"), "{}", error.message);
+    assert_eq!(error.code, Some(json!("E_PANIC")));
+}
+
+#[test]
+fn shutdown_drains_then_releases_and_refuses_new_work() {
+    let (engine, sink) = engine(4, 10_000);
+    let (exec, jobs) = ManualExecutor::new();
+    engine.add_executor(exec.clone(), &["js".into()]);
+    let task = engine
+        .push(vec![spec("js", json!(null))])
+        .unwrap()
+        .remove(0);
+    let job = recv(&jobs);
+    let report = engine.shutdown(Duration::from_millis(50)).unwrap();
+    assert_eq!(report.released, 1);
+    assert_eq!(engine.read(&task.id).unwrap().status, TaskStatus::Pending);
+    assert_eq!(
+        exec.aborts.lock().clone(),
+        [(task.id.clone(), job.token, StopReason::Shutdown)]
+    );
+    assert!(!engine
+        .report(&task.id, job.token, Outcome::Succeed { output: json!(1) })
+        .unwrap());
+    assert_eq!(
+        engine.push(vec![spec("js", json!(1))]),
+        Err(EngineError::Shutdown)
+    );
+    assert_eq!(engine.shutdown(Duration::ZERO).unwrap().released, 0);
+    assert_eq!(
+        *sink.statuses(&task.id).last().unwrap(),
+        TaskStatus::Pending
+    );
+}
+
+#[test]
+fn shutdown_waits_for_a_run_that_ends_in_time() {
+    let (engine, sink) = engine(4, 10_000);
+    engine
+        .register_native(
+            "native:nap",
+            Arc::new(|_: &Value, _: &TaskContext| -> HandlerResult {
+                std::thread::sleep(Duration::from_millis(100));
+                Ok(json!("rested"))
+            }),
+        )
+        .unwrap();
+    let task = engine
+        .push(vec![spec("native:nap", json!(null))])
+        .unwrap()
+        .remove(0);
+    sink.wait_status(&task.id, TaskStatus::Running);
+    let report = engine.shutdown(Duration::from_secs(5)).unwrap();
+    assert_eq!(report.drained, 1);
+    assert_eq!(engine.read(&task.id).unwrap().output, Some(json!("rested")));
+}

@@ -1,0 +1,2 @@
+// Public types: the declarations emitted by `tsc` from lib/ into dist/.
+export * from './dist/index';

@@ -1,0 +1,312 @@
+//! `NativeEngine`: the JS handle of one engine. Every method maps 1:1 to the contract in
+//! docs/native-binding.md.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use decaf_tasks_core::{
+    Engine, EngineConfig, ExecutorId, ListFilter, MemoryStore, Outcome, TaskSpec,
+};
+use napi::bindgen_prelude::{AsyncTask, Function};
+use napi::{Env, Task};
+use napi_derive::napi;
+use parking_lot::Mutex;
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::errors::{invalid, parse, to_js, to_json};
+use crate::executor::JsExecutor;
+use crate::native_handlers;
+use crate::sink::{JsEventSink, Wake};
+
+static NEXT_ID: AtomicU32 = AtomicU32::new(1);
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct AdapterConfig {
+    kind: String,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Config {
+    concurrency: Option<usize>,
+    lease_ms: Option<u64>,
+    log_tail_max: Option<usize>,
+    worker_id: Option<String>,
+    native_threads: Option<usize>,
+    adapter: Option<AdapterConfig>,
+    logger: Option<String>,
+}
+
+fn engine_config(config: &Config, id: u32) -> EngineConfig {
+    let defaults = EngineConfig::default();
+    EngineConfig {
+        concurrency: config.concurrency.unwrap_or(defaults.concurrency),
+        lease_ms: config.lease_ms.unwrap_or(defaults.lease_ms),
+        log_tail_max: config.log_tail_max.unwrap_or(defaults.log_tail_max),
+        owner: config
+            .worker_id
+            .clone()
+            .unwrap_or_else(|| format!("{}:{id}", defaults.owner)),
+        native_threads: config.native_threads.unwrap_or(defaults.native_threads),
+    }
+}
+
+/// One engine, owned by one TaskService.
+#[napi]
+pub struct NativeEngine {
+    id: u32,
+    engine: Arc<Engine>,
+    sink: Arc<JsEventSink>,
+    executors: Mutex<HashMap<ExecutorId, Arc<JsExecutor>>>,
+}
+
+fn wake_of(callback: Function<(), ()>) -> napi::Result<Wake> {
+    callback
+        .build_threadsafe_function::<()>()
+        .weak::<true>()
+        .callee_handled::<false>()
+        .build()
+}
+
+#[napi]
+impl NativeEngine {
+    /// Starts an engine. `on_events` is called (weakly, coalesced) when events wait.
+    #[napi(constructor, catch_unwind)]
+    pub fn new(config_json: String, on_events: Function<(), ()>) -> napi::Result<Self> {
+        let config: Config = parse("config", &config_json)?;
+        crate::tracing_setup::init(config.logger.as_deref());
+        if let Some(adapter) = &config.adapter {
+            if adapter.kind != "memory" {
+                return Err(invalid(format!(
+                    "adapter.kind '{}' is not supported: use 'memory'",
+                    adapter.kind
+                )));
+            }
+        }
+        let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+        let sink = Arc::new(JsEventSink::new(wake_of(on_events)?));
+        let engine = Engine::new(
+            engine_config(&config, id),
+            Arc::new(MemoryStore::new()),
+            Arc::clone(&sink) as _,
+        )
+        .map_err(to_js)?;
+        native_handlers::register_all(&engine).map_err(to_js)?;
+        Ok(NativeEngine {
+            id,
+            engine: Arc::new(engine),
+            sink,
+            executors: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Engine id, unique in the process.
+    #[napi(getter)]
+    pub fn id(&self) -> u32 {
+        self.id
+    }
+
+    /// Stores tasks (a JSON array of specs); returns the JSON array of records.
+    #[napi(catch_unwind)]
+    pub fn push(&self, specs_json: String) -> napi::Result<String> {
+        let specs: Vec<TaskSpec> = parse("task specs", &specs_json)?;
+        let tasks = self.engine.push(specs).map_err(to_js)?;
+        to_json(&tasks)
+    }
+
+    /// One task as JSON.
+    #[napi(catch_unwind)]
+    pub fn read(&self, id: String) -> napi::Result<String> {
+        to_json(&self.engine.read(&id).map_err(to_js)?)
+    }
+
+    /// Tasks matching a JSON filter.
+    #[napi(catch_unwind)]
+    pub fn list(&self, filter_json: String) -> napi::Result<String> {
+        let filter: ListFilter = parse("list filter", &filter_json)?;
+        to_json(&self.engine.list(&filter).map_err(to_js)?)
+    }
+
+    /// Persisted events of a task.
+    #[napi(catch_unwind)]
+    pub fn events(&self, id: String) -> napi::Result<String> {
+        to_json(&self.engine.events(&id).map_err(to_js)?)
+    }
+
+    /// Cancels a task; returns the record.
+    #[napi(catch_unwind)]
+    pub fn cancel(&self, id: String, reason: Option<String>) -> napi::Result<String> {
+        to_json(&self.engine.cancel(&id, reason).map_err(to_js)?)
+    }
+
+    /// Takes every event waiting for JS, as a JSON array.
+    #[napi(catch_unwind)]
+    pub fn drain_events(&self) -> napi::Result<String> {
+        let events = self.sink.drain();
+        if events.is_empty() {
+            return Ok("[]".into());
+        }
+        to_json(&events)
+    }
+
+    /// Tasks that have not ended.
+    #[napi(catch_unwind)]
+    pub fn active_count(&self) -> napi::Result<u32> {
+        let n = self.engine.active_count().map_err(to_js)?;
+        Ok(u32::try_from(n).unwrap_or(u32::MAX))
+    }
+
+    /// Adds an executor on the calling JS thread.
+    #[napi(catch_unwind)]
+    pub fn register_executor(
+        &self,
+        classifications: Vec<String>,
+        on_work: Function<(), ()>,
+    ) -> napi::Result<u32> {
+        let executor = Arc::new(JsExecutor::new(wake_of(on_work)?));
+        let id = self
+            .engine
+            .add_executor(Arc::clone(&executor) as _, &classifications);
+        self.executors.lock().insert(id, executor);
+        u32::try_from(id).map_err(|_| invalid("too many executors"))
+    }
+
+    /// The executor now also serves these classifications.
+    #[napi(catch_unwind)]
+    pub fn add_classifications(
+        &self,
+        executor_id: u32,
+        classifications: Vec<String>,
+    ) -> napi::Result<()> {
+        self.engine
+            .add_classifications(ExecutorId::from(executor_id), &classifications)
+            .map_err(to_js)
+    }
+
+    /// Takes every message waiting for an executor, as a JSON array.
+    #[napi(catch_unwind)]
+    pub fn take(&self, executor_id: u32) -> napi::Result<String> {
+        let executor = self
+            .executors
+            .lock()
+            .get(&ExecutorId::from(executor_id))
+            .cloned()
+            .ok_or_else(|| invalid(format!("unknown executor {executor_id}")))?;
+        let messages = executor.take();
+        if messages.is_empty() {
+            return Ok("[]".into());
+        }
+        to_json(&messages)
+    }
+
+    /// Proof of life of an executor: renews the leases of its runs.
+    #[napi(catch_unwind)]
+    pub fn renew(&self, executor_id: u32) -> napi::Result<u32> {
+        let n = self
+            .engine
+            .renew_executor(ExecutorId::from(executor_id))
+            .map_err(to_js)?;
+        Ok(u32::try_from(n).unwrap_or(u32::MAX))
+    }
+
+    /// Ends a run. `false` when the token is stale and the outcome was dropped.
+    #[napi(catch_unwind)]
+    pub fn report(&self, task_id: String, token: f64, outcome_json: String) -> napi::Result<bool> {
+        let outcome: Outcome = parse("outcome", &outcome_json)?;
+        self.engine
+            .report(&task_id, token_of(token)?, outcome)
+            .map_err(to_js)
+    }
+
+    /// One log line of a run.
+    #[napi(catch_unwind)]
+    pub fn log(
+        &self,
+        task_id: String,
+        token: f64,
+        level: String,
+        msg: String,
+        meta_json: Option<String>,
+    ) -> napi::Result<bool> {
+        let meta: Option<Value> = match meta_json {
+            Some(json) => Some(parse("log meta", &json)?),
+            None => None,
+        };
+        self.engine
+            .log(&task_id, token_of(token)?, &level, &msg, meta)
+            .map_err(to_js)
+    }
+
+    /// A progress event of a run.
+    #[napi(catch_unwind)]
+    pub fn progress(&self, task_id: String, token: f64, data_json: String) -> napi::Result<bool> {
+        let data: Value = parse("progress data", &data_json)?;
+        self.engine
+            .progress(&task_id, token_of(token)?, data)
+            .map_err(to_js)
+    }
+
+    /// Renews the lease of a run.
+    #[napi(catch_unwind)]
+    pub fn heartbeat(&self, task_id: String, token: f64) -> napi::Result<bool> {
+        self.engine
+            .heartbeat(&task_id, token_of(token)?)
+            .map_err(to_js)
+    }
+
+    /// Classifications served by native handlers.
+    #[napi(catch_unwind)]
+    pub fn native_classifications(&self) -> Vec<String> {
+        self.engine
+            .classifications()
+            .into_iter()
+            .filter(|c| c.starts_with(decaf_tasks_core::NATIVE_PREFIX))
+            .collect()
+    }
+
+    /// Graceful shutdown; resolves once the engine's threads stopped.
+    #[napi(catch_unwind, ts_return_type = "Promise<void>")]
+    pub fn shutdown(&self, timeout_ms: f64) -> napi::Result<AsyncTask<Shutdown>> {
+        if !(timeout_ms.is_finite() && timeout_ms >= 0.0) {
+            return Err(invalid("timeoutMs must be a non-negative number"));
+        }
+        Ok(AsyncTask::new(Shutdown {
+            engine: Arc::clone(&self.engine),
+            timeout: Duration::from_millis(timeout_ms as u64),
+        }))
+    }
+}
+
+fn token_of(token: f64) -> napi::Result<u64> {
+    if token.is_finite() && token >= 0.0 && token.fract() == 0.0 {
+        Ok(token as u64)
+    } else {
+        Err(invalid("token must be a non-negative integer"))
+    }
+}
+
+/// Runs [`Engine::shutdown`] off the JS thread (handlers may need that thread to finish).
+pub struct Shutdown {
+    engine: Arc<Engine>,
+    timeout: Duration,
+}
+
+impl Task for Shutdown {
+    type Output = ();
+    type JsValue = ();
+
+    fn compute(&mut self) -> napi::Result<()> {
+        self.engine
+            .shutdown(self.timeout)
+            .map(|_| ())
+            .map_err(to_js)
+    }
+
+    fn resolve(&mut self, _env: Env, _output: ()) -> napi::Result<()> {
+        Ok(())
+    }
+}
