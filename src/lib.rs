@@ -12,3 +12,6 @@ mod sink;
 mod tracing_setup;
 
 pub use engine::NativeEngine;
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;

@@ -34,8 +34,8 @@ impl JsEventSink {
 }
 
 impl EventSink for JsEventSink {
-    fn deliver(&self, events: &[Event]) {
-        self.queue.lock().extend_from_slice(events);
+    fn deliver(&self, events: Vec<Event>) {
+        self.queue.lock().extend(events);
         if !self.scheduled.swap(true, Ordering::AcqRel) {
             let status = self.wake.call((), ThreadsafeFunctionCallMode::NonBlocking);
             if status != Status::Ok {

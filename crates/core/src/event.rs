@@ -1,9 +1,11 @@
 //! Task events: what the engine tells the world, in causal order per task.
 
-use serde::{Deserialize, Serialize};
-use serde_json::{json, Map, Value};
+use serde::ser::SerializeStruct;
+use serde::{Deserialize, Serialize, Serializer};
+use serde_json::Value;
+use uuid::Uuid;
 
-use crate::model::{LogEntry, Millis, Task, TaskError, TaskStatus};
+use crate::model::{LogEntry, Millis, Task, TaskError, TaskId, TaskStatus};
 
 /// The four kinds of event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -31,52 +33,86 @@ impl EventClass {
     }
 }
 
+/// Payload of a status event.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StatusPayload {
+    /// The new status.
+    pub status: TaskStatus,
+    /// The output (present, possibly `null`, when `succeeded`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<Value>,
+    /// The error (`failed`, `canceled`, `waiting_retry`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<TaskError>,
+    /// When a `waiting_retry` task runs again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_run_at: Option<Millis>,
+    /// When a `scheduled` task runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheduled_to: Option<Millis>,
+}
+
+/// What an event carries.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Payload {
+    /// Of a `status` event.
+    Status(StatusPayload),
+    /// Of a `log` event.
+    Log(Vec<LogEntry>),
+    /// Of `progress` and `update` events: any JSON.
+    Json(Value),
+}
+
+impl Payload {
+    /// The payload as a JSON value.
+    pub fn to_json(&self) -> Value {
+        serde_json::to_value(self).unwrap_or(Value::Null)
+    }
+}
+
 /// An event before the engine numbers it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct EventDraft {
     /// Kind of event.
     pub class: EventClass,
     /// Payload.
-    pub payload: Value,
+    pub payload: Payload,
 }
 
 impl EventDraft {
     /// The status event describing `task`'s current status.
     pub fn status(task: &Task) -> Self {
-        let mut payload = Map::new();
-        payload.insert("status".into(), json!(task.status.as_str()));
-        if task.status == TaskStatus::Succeeded {
-            payload.insert("output".into(), task.output.clone().unwrap_or(Value::Null));
-        }
-        if matches!(
-            task.status,
-            TaskStatus::Failed | TaskStatus::Canceled | TaskStatus::WaitingRetry
-        ) {
-            if let Some(error) = &task.error {
-                payload.insert("error".into(), error_json(error));
-            }
-        }
-        if task.status == TaskStatus::WaitingRetry {
-            if let Some(at) = task.next_run_at {
-                payload.insert("nextRunAt".into(), json!(at));
-            }
-        }
-        if task.status == TaskStatus::Scheduled {
-            if let Some(at) = task.scheduled_to {
-                payload.insert("scheduledTo".into(), json!(at));
-            }
-        }
+        let status = task.status;
+        let payload = StatusPayload {
+            status,
+            output: (status == TaskStatus::Succeeded)
+                .then(|| task.output.clone().unwrap_or(Value::Null)),
+            error: matches!(
+                status,
+                TaskStatus::Failed | TaskStatus::Canceled | TaskStatus::WaitingRetry
+            )
+            .then(|| task.error.clone())
+            .flatten(),
+            next_run_at: (status == TaskStatus::WaitingRetry)
+                .then_some(task.next_run_at)
+                .flatten(),
+            scheduled_to: (status == TaskStatus::Scheduled)
+                .then_some(task.scheduled_to)
+                .flatten(),
+        };
         EventDraft {
             class: EventClass::Status,
-            payload: Value::Object(payload),
+            payload: Payload::Status(payload),
         }
     }
 
     /// A log event of one entry.
-    pub fn log(entry: &LogEntry) -> Self {
+    pub fn log(entry: LogEntry) -> Self {
         EventDraft {
             class: EventClass::Log,
-            payload: Value::Array(vec![serde_json::to_value(entry).unwrap_or(Value::Null)]),
+            payload: Payload::Log(vec![entry]),
         }
     }
 
@@ -84,58 +120,87 @@ impl EventDraft {
     pub fn progress(data: Value) -> Self {
         EventDraft {
             class: EventClass::Progress,
-            payload: data,
+            payload: Payload::Json(data),
         }
     }
 }
 
-fn error_json(error: &TaskError) -> Value {
-    serde_json::to_value(error).unwrap_or(Value::Null)
-}
-
-/// A numbered, persisted event.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// A numbered, persisted event. Serializes as
+/// `{ id: "<taskId>:<classification>:<uuid>", uuid, seq, taskId, ts, classification, payload }`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Event {
-    /// `"<taskId>:<classification>:<uuid>"`.
-    pub id: String,
     /// Unique id of the event.
-    pub uuid: String,
+    pub uuid: Uuid,
     /// Engine-wide sequence number: events are delivered in this order.
     pub seq: u64,
     /// The task it is about.
-    pub task_id: String,
+    pub task_id: TaskId,
     /// When it happened.
     pub ts: Millis,
     /// Kind of event.
     pub classification: EventClass,
     /// Payload.
-    pub payload: Value,
+    pub payload: Payload,
 }
 
 impl Event {
     /// Numbers a draft.
-    pub fn from_draft(task_id: &str, seq: u64, ts: Millis, draft: EventDraft) -> Self {
-        let uuid = uuid::Uuid::new_v4().to_string();
+    pub fn from_draft(task_id: &TaskId, seq: u64, ts: Millis, draft: EventDraft) -> Self {
         Event {
-            id: format!("{task_id}:{}:{uuid}", draft.class.as_str()),
-            uuid,
+            uuid: Uuid::new_v4(),
             seq,
-            task_id: task_id.to_owned(),
+            task_id: TaskId::clone(task_id),
             ts,
             classification: draft.class,
             payload: draft.payload,
         }
     }
 
+    /// `"<taskId>:<classification>:<uuid>"`.
+    pub fn id(&self) -> String {
+        format!(
+            "{}:{}:{}",
+            self.task_id,
+            self.classification.as_str(),
+            self.uuid
+        )
+    }
+
     /// The status carried by a status event.
     pub fn status(&self) -> Option<TaskStatus> {
-        if self.classification != EventClass::Status {
-            return None;
+        match &self.payload {
+            Payload::Status(p) if self.classification == EventClass::Status => Some(p.status),
+            _ => None,
         }
-        self.payload
-            .get("status")
-            .and_then(|s| serde_json::from_value(s.clone()).ok())
+    }
+}
+
+struct EventId<'a>(&'a Event);
+
+impl Serialize for EventId<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let e = self.0;
+        serializer.collect_str(&format_args!(
+            "{}:{}:{}",
+            e.task_id,
+            e.classification.as_str(),
+            e.uuid
+        ))
+    }
+}
+
+impl Serialize for Event {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut s = serializer.serialize_struct("Event", 7)?;
+        s.serialize_field("id", &EventId(self))?;
+        s.serialize_field("uuid", &self.uuid)?;
+        s.serialize_field("seq", &self.seq)?;
+        s.serialize_field("taskId", &self.task_id)?;
+        s.serialize_field("ts", &self.ts)?;
+        s.serialize_field("classification", &self.classification)?;
+        s.serialize_field("payload", &self.payload)?;
+        s.end()
     }
 }
 
@@ -143,7 +208,7 @@ impl Event {
 /// commit lock held, so calls arrive in event order: implementations must only queue.
 pub trait EventSink: Send + Sync {
     /// Takes a batch of events, in order.
-    fn deliver(&self, events: &[Event]);
+    fn deliver(&self, events: Vec<Event>);
 }
 
 /// A sink that drops everything.
@@ -151,5 +216,24 @@ pub trait EventSink: Send + Sync {
 pub struct NullSink;
 
 impl EventSink for NullSink {
-    fn deliver(&self, _events: &[Event]) {}
+    fn deliver(&self, _events: Vec<Event>) {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn serializes_with_a_composite_id() {
+        let task_id: TaskId = "t1".into();
+        let e = Event::from_draft(&task_id, 7, 1000, EventDraft::progress(json!({"p": 1})));
+        let v = serde_json::to_value(&e).unwrap();
+        assert_eq!(v["id"], json!(format!("t1:progress:{}", e.uuid)));
+        assert_eq!(v["taskId"], json!("t1"));
+        assert_eq!(v["seq"], json!(7));
+        assert_eq!(v["payload"], json!({"p": 1}));
+        let back: Event = serde_json::from_value(v).unwrap();
+        assert_eq!(back, e);
+    }
 }

@@ -4,7 +4,9 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::model::{Millis, TaskError};
+use std::sync::Arc;
+
+use crate::model::{Millis, TaskError, TaskId};
 use crate::state::StopReason;
 
 /// Identifies an executor within its engine.
@@ -15,7 +17,7 @@ pub type ExecutorId = u64;
 #[serde(rename_all = "camelCase")]
 pub struct Job {
     /// The task.
-    pub task_id: String,
+    pub task_id: TaskId,
     /// The lease token of this run: pass it back with every report.
     pub token: u64,
     /// The handler to run.
@@ -26,7 +28,7 @@ pub struct Job {
     /// 1-based number of this run (failed attempts so far + 1).
     pub attempt: u32,
     /// Task input.
-    pub input: Value,
+    pub input: Arc<Value>,
     /// Outputs of earlier composite steps (an object; empty for atomic tasks).
     pub result_cache: Value,
 }

@@ -7,7 +7,7 @@ use serde_json::Value;
 
 use crate::engine::Shared;
 use crate::executor::Outcome;
-use crate::model::{Millis, TaskError};
+use crate::model::{Millis, TaskError, TaskId};
 use crate::state::StopReason;
 
 /// How a handler run stops short of an output.
@@ -106,7 +106,7 @@ impl StopFlag {
 /// The context of one native run: the same capabilities JS handlers get.
 pub struct TaskContext {
     pub(crate) engine: Weak<Shared>,
-    pub(crate) task_id: String,
+    pub(crate) task_id: TaskId,
     pub(crate) classification: String,
     pub(crate) token: u64,
     pub(crate) attempt: u32,

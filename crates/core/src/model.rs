@@ -8,6 +8,9 @@ use serde_json::Value;
 /// Milliseconds since the Unix epoch.
 pub type Millis = i64;
 
+/// A task id: shared, cheap to clone.
+pub type TaskId = std::sync::Arc<str>;
+
 /// The lifecycle status of a task.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -36,6 +39,11 @@ impl TaskStatus {
             self,
             TaskStatus::Succeeded | TaskStatus::Failed | TaskStatus::Canceled
         )
+    }
+
+    /// Whether a task in this status waits for a time (`scheduled`, `waiting_retry`).
+    pub fn is_timed(self) -> bool {
+        matches!(self, TaskStatus::Scheduled | TaskStatus::WaitingRetry)
     }
 
     /// The status as it is spelled in JSON.
@@ -270,7 +278,7 @@ impl TaskSpec {
 #[serde(rename_all = "camelCase")]
 pub struct Task {
     /// Unique id (UUID v7, so ids sort by creation).
-    pub id: String,
+    pub id: TaskId,
     /// Which handler runs it.
     pub classification: String,
     /// Display name.
@@ -280,8 +288,8 @@ pub struct Task {
     pub atomicity: Atomicity,
     /// Current status.
     pub status: TaskStatus,
-    /// Input (JSON).
-    pub input: Value,
+    /// Input (JSON), shared with the runs that read it.
+    pub input: std::sync::Arc<Value>,
     /// Output once succeeded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub output: Option<Value>,

@@ -6,7 +6,7 @@ use serde_json::Value;
 
 use crate::backoff;
 use crate::event::EventDraft;
-use crate::model::{Atomicity, LogEntry, Millis, Task, TaskError, TaskSpec, TaskStatus};
+use crate::model::{Atomicity, LogEntry, Millis, Task, TaskError, TaskId, TaskSpec, TaskStatus};
 
 /// A new record and the events it causes.
 #[derive(Debug, Clone, PartialEq)]
@@ -61,7 +61,7 @@ impl StopReason {
 
 /// Builds a new record from a validated spec. `scheduled_to` in the future makes it
 /// `scheduled`, otherwise `pending`.
-pub fn create(spec: TaskSpec, id: String, now: Millis) -> Change {
+pub fn create(spec: TaskSpec, id: TaskId, now: Millis) -> Change {
     let status = match spec.scheduled_to {
         Some(at) if at > now => TaskStatus::Scheduled,
         _ => TaskStatus::Pending,
@@ -72,7 +72,7 @@ pub fn create(spec: TaskSpec, id: String, now: Millis) -> Change {
         name: spec.name,
         atomicity: spec.atomicity.unwrap_or(Atomicity::Atomic),
         status,
-        input: spec.input,
+        input: std::sync::Arc::new(spec.input),
         output: None,
         error: None,
         attempt: 0,
@@ -303,7 +303,7 @@ pub fn renew(task: &Task, token: u64, now: Millis, lease_ms: u64) -> Result<Chan
 /// A log line of the current run, kept in the last `tail_max` lines of `log_tail`.
 pub fn log(task: &Task, token: u64, entry: LogEntry, tail_max: usize) -> Result<Change, Refused> {
     let mut next = running(task, token)?;
-    let event = EventDraft::log(&entry);
+    let event = EventDraft::log(entry.clone());
     if tail_max > 0 {
         if next.log_tail.len() >= tail_max {
             let excess = next.log_tail.len() + 1 - tail_max;
@@ -350,9 +350,13 @@ mod tests {
         claim(&t, "me", 10, 1000).unwrap().task
     }
 
-    fn status_of(change: &Change) -> &str {
+    fn payload(change: &Change) -> serde_json::Value {
+        change.events[0].payload.to_json()
+    }
+
+    fn status_of(change: &Change) -> String {
         assert_eq!(change.events[0].class, EventClass::Status);
-        change.events[0].payload["status"].as_str().unwrap()
+        payload(change)["status"].as_str().unwrap().to_owned()
     }
 
     #[test]
@@ -364,7 +368,7 @@ mod tests {
         s.scheduled_to = Some(500);
         let c = create(s, "b".into(), 100);
         assert_eq!(c.task.status, TaskStatus::Scheduled);
-        assert_eq!(c.events[0].payload["scheduledTo"], json!(500));
+        assert_eq!(payload(&c)["scheduledTo"], json!(500));
         assert!(!is_claimable(&c.task, 499));
         assert!(is_claimable(&c.task, 500));
     }
@@ -388,8 +392,8 @@ mod tests {
             let c = succeed(&claimed(1), 1, output.clone(), 20).unwrap();
             assert_eq!(c.task.status, TaskStatus::Succeeded);
             assert_eq!(c.task.attempt, 0);
-            assert_eq!(c.events[0].payload["output"], output);
-            assert!(c.events[0].payload.get("output").is_some());
+            assert_eq!(payload(&c)["output"], output);
+            assert!(payload(&c).get("output").is_some());
         }
     }
 
@@ -411,14 +415,14 @@ mod tests {
         assert_eq!(c.task.status, TaskStatus::WaitingRetry);
         assert_eq!(c.task.attempt, 1);
         assert_eq!(c.task.next_run_at, Some(120));
-        assert_eq!(c.events[0].payload["nextRunAt"], json!(120));
+        assert_eq!(payload(&c)["nextRunAt"], json!(120));
         assert!(!is_claimable(&c.task, 119));
         let again = claim(&c.task, "me", 120, 1000).unwrap().task;
         assert_eq!(again.lease_token, 2);
         let c = fail(&again, 2, TaskError::new("boom"), 130, 0.0).unwrap();
         assert_eq!(c.task.status, TaskStatus::Failed);
         assert_eq!(c.task.attempt, 2);
-        assert_eq!(c.events[0].payload["error"]["message"], json!("boom"));
+        assert_eq!(payload(&c)["error"]["message"], json!("boom"));
     }
 
     #[test]
@@ -452,7 +456,7 @@ mod tests {
         let c = reschedule(&t, 1, 5000, Some("later".into()), 20).unwrap();
         assert_eq!(c.task.status, TaskStatus::Scheduled);
         assert_eq!(c.task.attempt, 0);
-        assert_eq!(c.events[0].payload["scheduledTo"], json!(5000));
+        assert_eq!(payload(&c)["scheduledTo"], json!(5000));
         let c = release(&t, 1, 20).unwrap();
         assert_eq!(c.task.status, TaskStatus::Pending);
         assert_eq!(c.task.lease_owner, None);

@@ -30,7 +30,7 @@ fn runs_a_task_and_emits_events_in_order() {
     let job = recv(&jobs);
     assert_eq!(job.task_id, task.id);
     assert_eq!(job.attempt, 1);
-    assert_eq!(job.input, json!({"n": 1}));
+    assert_eq!(*job.input, json!({"n": 1}));
     assert!(engine
         .log(&task.id, job.token, "info", "hello", None)
         .unwrap());
@@ -44,7 +44,7 @@ fn runs_a_task_and_emits_events_in_order() {
     let kinds: Vec<_> = events
         .iter()
         .map(|e| match e.classification {
-            EventClass::Status => e.payload["status"].as_str().unwrap().to_owned(),
+            EventClass::Status => e.payload.to_json()["status"].as_str().unwrap().to_owned(),
             other => other.as_str().to_owned(),
         })
         .collect();
@@ -53,7 +53,7 @@ fn runs_a_task_and_emits_events_in_order() {
         ["pending", "running", "log", "progress", "succeeded"]
     );
     assert!(events.windows(2).all(|w| w[0].seq < w[1].seq));
-    assert_eq!(events.last().unwrap().payload["output"], json!(0));
+    assert_eq!(events.last().unwrap().payload.to_json()["output"], json!(0));
     assert_eq!(engine.events(&task.id).unwrap(), events);
     let stored = engine.read(&task.id).unwrap();
     assert_eq!(stored.output, Some(json!(0)));
@@ -132,7 +132,7 @@ fn concurrency_caps_running_tasks_and_a_freed_slot_refills_at_once() {
         )
         .unwrap();
     let next = recv(&jobs);
-    assert_eq!(next.input, json!(3));
+    assert_eq!(*next.input, json!(3));
     assert!(jobs.recv_timeout(Duration::from_millis(50)).is_err());
 }
 
@@ -222,7 +222,7 @@ fn cancel_is_final_aborts_the_run_and_drops_its_late_result() {
     assert_eq!(error.code, Some(json!(400)));
     assert_eq!(
         exec.aborts.lock().clone(),
-        [(task.id.clone(), job.token, StopReason::Canceled)]
+        [(task.id.to_string(), job.token, StopReason::Canceled)]
     );
     assert!(!engine
         .report(&task.id, job.token, Outcome::Succeed { output: json!(1) })
@@ -279,10 +279,11 @@ fn an_expired_lease_is_recovered_counts_an_attempt_and_fences_the_old_runner() {
     assert_eq!(second.task_id, task.id);
     assert_eq!(second.attempt, 2);
     assert!(second.token > first.token);
-    assert!(exec
-        .aborts
-        .lock()
-        .contains(&(task.id.clone(), first.token, StopReason::LeaseLost)));
+    assert!(exec.aborts.lock().contains(&(
+        task.id.to_string(),
+        first.token,
+        StopReason::LeaseLost
+    )));
     assert!(!engine
         .report(
             &task.id,
@@ -407,7 +408,7 @@ fn shutdown_drains_then_releases_and_refuses_new_work() {
     assert_eq!(engine.read(&task.id).unwrap().status, TaskStatus::Pending);
     assert_eq!(
         exec.aborts.lock().clone(),
-        [(task.id.clone(), job.token, StopReason::Shutdown)]
+        [(task.id.to_string(), job.token, StopReason::Shutdown)]
     );
     assert!(!engine
         .report(&task.id, job.token, Outcome::Succeed { output: json!(1) })

@@ -11,7 +11,7 @@ use super::{now_ms, Run, Shared, State};
 use crate::error::Result;
 use crate::event::EventDraft;
 use crate::executor::{ExecutorId, Job};
-use crate::model::{Millis, Task};
+use crate::model::{Millis, Task, TaskId};
 use crate::state::{self, StopReason};
 use crate::store::ClaimRequest;
 
@@ -68,16 +68,10 @@ impl Shared {
             .into_iter()
             .flatten()
             .min();
-        if st.running.values().any(|run| self.engine_renews(st, run)) {
+        if st.native_runs > 0 {
             next = Some(next.map_or(st.next_renewal, |n| n.min(st.next_renewal)));
         }
         Ok(next)
-    }
-
-    fn engine_renews(&self, st: &State, run: &Run) -> bool {
-        st.executors
-            .get(&run.executor)
-            .is_some_and(|e| e.engine_renews)
     }
 
     /// A lease that ran out means its runner is gone or stuck: the task counts a failed
@@ -101,6 +95,7 @@ impl Shared {
                 }
             }
         }
+        // The claim that follows in this round refills the freed slots.
         Ok(())
     }
 
@@ -112,11 +107,11 @@ impl Shared {
         }
         let lease = self.config.lease_ms;
         st.next_renewal = now + (lease / 3) as Millis;
-        let runs: Vec<(String, u64)> = st
+        let runs: Vec<(TaskId, u64)> = st
             .running
             .iter()
-            .filter(|(_, run)| self.engine_renews(st, run))
-            .map(|(id, run)| (id.clone(), run.token))
+            .filter(|(_, run)| self.executor_renews_engine_side(st, run.executor))
+            .map(|(id, run)| (TaskId::clone(id), run.token))
             .collect();
         for (id, token) in runs {
             let _ = self.commit(st, &id, now, |t| state::renew(t, token, now, lease))?;
@@ -124,7 +119,7 @@ impl Shared {
         Ok(())
     }
 
-    fn claim(&self, st: &mut State, now: Millis) -> Result<()> {
+    pub(super) fn claim(&self, st: &mut State, now: Millis) -> Result<()> {
         let free = self.config.concurrency.saturating_sub(st.running.len());
         if free == 0 || st.routes.is_empty() {
             return Ok(());
@@ -153,7 +148,7 @@ impl Shared {
                 continue;
             };
             st.running.insert(
-                task.id.clone(),
+                TaskId::clone(&task.id),
                 Run {
                     token: task.lease_token,
                     executor,
@@ -161,11 +156,14 @@ impl Shared {
             );
             if let Some(entry) = st.executors.get_mut(&executor) {
                 entry.load += 1;
+                if entry.engine_renews {
+                    st.native_runs += 1;
+                }
             }
             jobs.push((executor, job_of(task)));
         }
         self.store.append_events(&events)?;
-        self.sink.deliver(&events);
+        self.sink.deliver(events);
         for (executor, job) in jobs {
             if let Some(entry) = st.executors.get(&executor) {
                 entry.executor.execute(job);

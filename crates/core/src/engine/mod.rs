@@ -7,6 +7,8 @@ mod native;
 pub use config::{EngineConfig, MIN_LEASE_MS};
 
 use std::collections::{BTreeMap, HashMap};
+
+use rustc_hash::FxHashMap;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -19,7 +21,7 @@ use crate::error::{EngineError, Result};
 use crate::event::{Event, EventDraft, EventSink};
 use crate::executor::{Executor, ExecutorId, Outcome};
 use crate::handler::Handler;
-use crate::model::{ListFilter, LogEntry, Millis, Task, TaskSpec};
+use crate::model::{ListFilter, LogEntry, Millis, Task, TaskId, TaskSpec, TaskStatus};
 use crate::spec;
 use crate::state::{self, Change, Refused, StopReason};
 use crate::store::Store;
@@ -54,7 +56,7 @@ struct ExecutorEntry {
 
 pub(crate) struct State {
     seq: u64,
-    running: HashMap<String, Run>,
+    running: FxHashMap<TaskId, Run>,
     executors: BTreeMap<ExecutorId, ExecutorEntry>,
     routes: HashMap<String, Vec<ExecutorId>>,
     next_executor: ExecutorId,
@@ -62,6 +64,8 @@ pub(crate) struct State {
     claiming: bool,
     stopped: bool,
     next_renewal: Millis,
+    /// Runs whose lease the engine renews itself (native threads).
+    native_runs: usize,
 }
 
 /// Engine internals shared by the public handle, the dispatcher and the native threads.
@@ -92,7 +96,7 @@ impl Shared {
     fn number(
         &self,
         st: &mut State,
-        task_id: &str,
+        task_id: &TaskId,
         drafts: Vec<EventDraft>,
         now: Millis,
     ) -> Vec<Event> {
@@ -105,36 +109,30 @@ impl Shared {
             .collect()
     }
 
-    /// Applies a transition to the stored task: persists the new record and its events,
-    /// then delivers the events. Retries on a version conflict.
+    /// Applies a transition to the stored task: persists the new record and its events
+    /// (atomically, in the store), then delivers the events. Returns the new status.
     fn commit(
         &self,
         st: &mut State,
         id: &str,
         now: Millis,
-        transition: impl Fn(&Task) -> Result<Change, Refused>,
-    ) -> Result<Result<Task, Refused>> {
-        loop {
-            let current = self
-                .store
-                .get(id)?
-                .ok_or_else(|| EngineError::NotFound(id.to_owned()))?;
-            let mut change = match transition(&current) {
-                Ok(change) => change,
-                Err(refused) => return Ok(Err(refused)),
-            };
-            change.task.version = current.version + 1;
-            let events = self.number(st, id, change.events, now);
-            if self.store.update(&change.task, &events)? {
+        mut transition: impl FnMut(&Task) -> Result<Change, Refused>,
+    ) -> Result<Result<TaskStatus, Refused>> {
+        let mut number =
+            |task: &Task, drafts: Vec<EventDraft>| self.number(st, &task.id, drafts, now);
+        match self.store.apply(id, &mut transition, &mut number)? {
+            Ok((status, events)) => {
                 if !events.is_empty() {
-                    self.sink.deliver(&events);
+                    self.sink.deliver(events);
                 }
-                return Ok(Ok(change.task));
+                Ok(Ok(status))
             }
+            Err(refused) => Ok(Err(refused)),
         }
     }
 
-    /// Forgets the run `token` of `id` (if it is the current one) and frees its slot.
+    /// Forgets the run `token` of `id` (if it is the current one) and frees its slot; the
+    /// caller refills it (after telling the old runner to stop, if it must).
     fn end_run(&self, st: &mut State, id: &str, token: Option<u64>) -> Option<Run> {
         let matches = st
             .running
@@ -150,8 +148,25 @@ impl Shared {
         if st.running.is_empty() {
             self.idle.notify_all();
         }
-        self.wake();
+        if self.executor_renews_engine_side(st, run.executor) {
+            st.native_runs -= 1;
+        }
         Some(run)
+    }
+
+    /// Claims into free slots right away (a freed slot never waits for the dispatcher).
+    fn refill(&self, st: &mut State) {
+        if !st.claiming {
+            return;
+        }
+        if let Err(err) = self.claim(st, now_ms()) {
+            tracing::error!(%err, "claim failed; the dispatcher will try again");
+            self.wake();
+        }
+    }
+
+    fn executor_renews_engine_side(&self, st: &State, executor: ExecutorId) -> bool {
+        st.executors.get(&executor).is_some_and(|e| e.engine_renews)
     }
 
     fn abort_run(&self, st: &State, id: &str, run: &Run, reason: StopReason) {
@@ -174,8 +189,13 @@ impl Shared {
             }
         })?;
         match result {
-            Ok(_) => {
+            Ok(status) => {
+                if status.is_timed() {
+                    // A new due time the dispatcher may have to sleep less for.
+                    self.wake();
+                }
                 self.end_run(&mut st, id, Some(token));
+                self.refill(&mut st);
                 Ok(true)
             }
             Err(refused) => {
@@ -220,9 +240,9 @@ impl Shared {
         let Ok(change) = state::progress(&current, token, data) else {
             return Ok(false);
         };
-        let events = self.number(&mut st, id, change.events, now);
+        let events = self.number(&mut st, &current.id, change.events, now);
         self.store.append_events(&events)?;
-        self.sink.deliver(&events);
+        self.sink.deliver(events);
         Ok(true)
     }
 
@@ -294,7 +314,7 @@ impl Engine {
                 sink,
                 state: Mutex::new(State {
                     seq: 0,
-                    running: HashMap::new(),
+                    running: FxHashMap::default(),
                     executors,
                     routes: HashMap::new(),
                     next_executor: NATIVE_EXECUTOR + 1,
@@ -302,6 +322,7 @@ impl Engine {
                     claiming: true,
                     stopped: false,
                     next_renewal: 0,
+                    native_runs: 0,
                 }),
                 idle: Condvar::new(),
                 wake,
@@ -394,11 +415,11 @@ impl Engine {
         let now = now_ms();
         let lease = self.shared.config.lease_ms;
         let mut st = self.shared.state.lock();
-        let runs: Vec<(String, u64)> = st
+        let runs: Vec<(TaskId, u64)> = st
             .running
             .iter()
             .filter(|(_, run)| run.executor == executor)
-            .map(|(id, run)| (id.clone(), run.token))
+            .map(|(id, run)| (TaskId::clone(id), run.token))
             .collect();
         let mut renewed = 0;
         for (id, token) in runs {
@@ -451,15 +472,18 @@ impl Engine {
         let mut tasks = Vec::with_capacity(specs.len());
         let mut events = Vec::with_capacity(specs.len());
         for spec in specs {
-            let id = uuid::Uuid::now_v7().to_string();
+            let id: TaskId = uuid::Uuid::now_v7().to_string().into();
             let change = state::create(spec, id, now);
             events.extend(shared.number(&mut st, &change.task.id, change.events, now));
             tasks.push(change.task);
         }
         shared.store.insert(&tasks, &events)?;
-        shared.sink.deliver(&events);
+        shared.sink.deliver(events);
+        shared.refill(&mut st);
         drop(st);
-        shared.wake();
+        if tasks.iter().any(|t| t.status.is_timed()) {
+            shared.wake();
+        }
         Ok(tasks)
     }
 
@@ -495,14 +519,16 @@ impl Engine {
         match shared.commit(&mut st, id, now, |task| {
             state::cancel(task, reason.clone(), now)
         })? {
-            Ok(task) => {
+            Ok(_) => {
                 if let Some(run) = shared.end_run(&mut st, id, None) {
                     shared.abort_run(&st, id, &run, StopReason::Canceled);
+                    shared.refill(&mut st);
                 }
-                Ok(task)
             }
-            Err(_) => self.read(id),
+            Err(refused) => tracing::debug!(task = id, %refused, "cancel changed nothing"),
         }
+        drop(st);
+        self.read(id)
     }
 
     /// Ends the run `token` of task `id` with `outcome`. Returns `false` when the token is
@@ -552,10 +578,10 @@ impl Engine {
                 break;
             }
         }
-        let left: Vec<(String, u64)> = st
+        let left: Vec<(TaskId, u64)> = st
             .running
             .iter()
-            .map(|(id, run)| (id.clone(), run.token))
+            .map(|(id, run)| (TaskId::clone(id), run.token))
             .collect();
         let now = now_ms();
         for (id, token) in &left {

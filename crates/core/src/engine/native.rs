@@ -10,7 +10,7 @@ use parking_lot::{Mutex, RwLock};
 use super::Shared;
 use crate::executor::{Executor, Job, Outcome};
 use crate::handler::{Handler, StopFlag, TaskContext};
-use crate::model::TaskError;
+use crate::model::{TaskError, TaskId};
 use crate::state::StopReason;
 
 struct NativeJob {
@@ -22,7 +22,7 @@ struct NativeJob {
 pub(crate) struct NativeExecutor {
     handlers: RwLock<HashMap<String, Arc<dyn Handler>>>,
     jobs: Mutex<Option<Sender<NativeJob>>>,
-    stops: Mutex<HashMap<String, (u64, Arc<StopFlag>)>>,
+    stops: Mutex<HashMap<TaskId, (u64, Arc<StopFlag>)>>,
 }
 
 impl NativeExecutor {
@@ -65,7 +65,7 @@ impl NativeExecutor {
         let handler = self.handlers.read().get(&job.classification).cloned();
         let ctx = TaskContext {
             engine: engine.clone(),
-            task_id: job.task_id.clone(),
+            task_id: TaskId::clone(&job.task_id),
             classification: job.classification.clone(),
             token: job.token,
             attempt: job.attempt,
@@ -119,7 +119,7 @@ impl Executor for NativeExecutor {
         let stop = Arc::new(StopFlag::default());
         self.stops
             .lock()
-            .insert(job.task_id.clone(), (job.token, Arc::clone(&stop)));
+            .insert(TaskId::clone(&job.task_id), (job.token, Arc::clone(&stop)));
         let sent = match self.jobs.lock().as_ref() {
             Some(tx) => tx.send(NativeJob { job, stop }).is_ok(),
             None => false,

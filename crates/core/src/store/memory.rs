@@ -1,17 +1,21 @@
 //! The in-memory store: the default, the fastest, and the test double.
+//!
+//! Tasks live in a map ordered by insertion sequence; the indexes (ready queue, timers,
+//! leases) hold only small copyable keys, so keeping them up to date allocates nothing.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 
 use parking_lot::Mutex;
+use rustc_hash::FxHashMap;
 
-use super::{ClaimRequest, Store};
+use super::{ClaimRequest, Numbering, Store, Transition};
 use crate::error::{EngineError, Result};
 use crate::event::Event;
-use crate::model::{ListFilter, Millis, Task, TaskStatus};
-use crate::state;
+use crate::model::{ListFilter, Millis, Task, TaskId, TaskStatus};
+use crate::state::{self, Refused};
 
-/// Priority order of runnable tasks: higher priority, earlier due time, older insertion.
+/// Runnable order: higher priority, earlier due time, older insertion (`seq`).
 type ReadyKey = (Reverse<i32>, Millis, u64);
 
 /// Where a task sits in the indexes.
@@ -29,19 +33,18 @@ enum Slot {
 
 struct Entry {
     task: Task,
-    seq: u64,
     slot: Slot,
     events: Vec<Event>,
 }
 
 #[derive(Default)]
 struct Inner {
-    entries: HashMap<String, Entry>,
-    by_seq: BTreeSet<(u64, String)>,
-    ready: BTreeSet<(ReadyKey, String)>,
-    timers: BTreeSet<(Millis, u64, String)>,
-    leases: BTreeSet<(Millis, u64, String)>,
-    next_seq: u64,
+    ids: FxHashMap<TaskId, u64>,
+    /// By insertion sequence (the index is the `seq`).
+    entries: Vec<Box<Entry>>,
+    ready: BTreeSet<ReadyKey>,
+    timers: BTreeSet<(Millis, u64)>,
+    leases: BTreeSet<(Millis, u64)>,
     active: usize,
 }
 
@@ -55,31 +58,31 @@ fn slot_of(task: &Task, seq: u64) -> Slot {
 }
 
 impl Inner {
-    fn unplace(&mut self, id: &str, slot: Slot) {
+    fn unplace(&mut self, slot: Slot) {
         match slot {
             Slot::Ready(key) => {
-                self.ready.remove(&(key, id.to_owned()));
+                self.ready.remove(&key);
             }
             Slot::Timer(due, seq) => {
-                self.timers.remove(&(due, seq, id.to_owned()));
+                self.timers.remove(&(due, seq));
             }
             Slot::Lease(at, seq) => {
-                self.leases.remove(&(at, seq, id.to_owned()));
+                self.leases.remove(&(at, seq));
             }
             Slot::None => {}
         }
     }
 
-    fn place(&mut self, id: &str, slot: Slot) {
+    fn place(&mut self, slot: Slot) {
         match slot {
             Slot::Ready(key) => {
-                self.ready.insert((key, id.to_owned()));
+                self.ready.insert(key);
             }
             Slot::Timer(due, seq) => {
-                self.timers.insert((due, seq, id.to_owned()));
+                self.timers.insert((due, seq));
             }
             Slot::Lease(at, seq) => {
-                self.leases.insert((at, seq, id.to_owned()));
+                self.leases.insert((at, seq));
             }
             Slot::None => {}
         }
@@ -87,34 +90,41 @@ impl Inner {
 
     /// Moves due timers to the ready set; they keep their status until claimed.
     fn promote(&mut self, now: Millis) {
-        while let Some((due, seq, id)) = self.timers.first().cloned() {
+        while let Some(&(due, seq)) = self.timers.first() {
             if due > now {
                 break;
             }
             self.timers.pop_first();
-            if let Some(entry) = self.entries.get_mut(&id) {
+            if let Some(entry) = self.entries.get_mut(seq as usize) {
                 let key = (Reverse(entry.task.priority), due, seq);
                 entry.slot = Slot::Ready(key);
-                self.ready.insert((key, id));
+                self.ready.insert(key);
             }
         }
     }
 
-    fn store(&mut self, task: Task, events: &[Event]) {
-        let id = task.id.clone();
-        let Some(entry) = self.entries.get_mut(&id) else {
+    fn entry(&self, id: &str) -> Option<&Entry> {
+        self.ids
+            .get(id)
+            .and_then(|&seq| self.entries.get(seq as usize))
+            .map(|e| &**e)
+    }
+
+    /// Replaces the record of task `seq`, keeping the indexes and the active count right.
+    fn store(&mut self, seq: u64, task: Task, events: &[Event]) {
+        let Some(entry) = self.entries.get_mut(seq as usize) else {
             return;
         };
         let was_active = !entry.task.status.is_terminal();
+        let is_active = !task.status.is_terminal();
         let old_slot = entry.slot;
-        let new_slot = slot_of(&task, entry.seq);
+        let new_slot = slot_of(&task, seq);
         entry.task = task;
         entry.slot = new_slot;
         entry.events.extend_from_slice(events);
-        let is_active = !entry.task.status.is_terminal();
         if old_slot != new_slot {
-            self.unplace(&id, old_slot);
-            self.place(&id, new_slot);
+            self.unplace(old_slot);
+            self.place(new_slot);
         }
         match (was_active, is_active) {
             (true, false) => self.active -= 1,
@@ -148,52 +158,48 @@ impl std::fmt::Debug for MemoryStore {
 impl Store for MemoryStore {
     fn insert(&self, tasks: &[Task], events: &[Event]) -> Result<()> {
         let mut inner = self.inner.lock();
-        if let Some(dup) = tasks.iter().find(|t| inner.entries.contains_key(&t.id)) {
+        if let Some(dup) = tasks.iter().find(|t| inner.ids.contains_key(&t.id)) {
             return Err(EngineError::Invalid(format!(
                 "task id {} already exists",
                 dup.id
             )));
         }
-        let mut by_task: HashMap<&str, Vec<Event>> = HashMap::new();
-        for event in events {
-            by_task
-                .entry(&event.task_id)
-                .or_default()
-                .push(event.clone());
-        }
+        let mut events = events.iter().peekable();
         for task in tasks {
-            let seq = inner.next_seq;
-            inner.next_seq += 1;
+            let seq = inner.entries.len() as u64;
             let slot = slot_of(task, seq);
-            inner.place(&task.id, slot);
-            inner.by_seq.insert((seq, task.id.clone()));
+            inner.place(slot);
             if !task.status.is_terminal() {
                 inner.active += 1;
             }
-            let events = by_task.remove(task.id.as_str()).unwrap_or_default();
-            inner.entries.insert(
-                task.id.clone(),
-                Entry {
-                    task: task.clone(),
-                    seq,
-                    slot,
-                    events,
-                },
-            );
+            let mut own = Vec::new();
+            while let Some(event) = events.next_if(|e| e.task_id == task.id) {
+                own.push(event.clone());
+            }
+            inner.ids.insert(TaskId::clone(&task.id), seq);
+            inner.entries.push(Box::new(Entry {
+                task: task.clone(),
+                slot,
+                events: own,
+            }));
+        }
+        if events.next().is_some() {
+            return Err(EngineError::Internal(
+                "insert: events must follow the order of their tasks".into(),
+            ));
         }
         Ok(())
     }
 
     fn get(&self, id: &str) -> Result<Option<Task>> {
-        Ok(self.inner.lock().entries.get(id).map(|e| e.task.clone()))
+        Ok(self.inner.lock().entry(id).map(|e| e.task.clone()))
     }
 
     fn list(&self, filter: &ListFilter) -> Result<Vec<Task>> {
         let inner = self.inner.lock();
         let matches = inner
-            .by_seq
+            .entries
             .iter()
-            .filter_map(|(_, id)| inner.entries.get(id))
             .map(|e| &e.task)
             .filter(|t| filter.status.is_none_or(|s| s == t.status))
             .filter(|t| {
@@ -212,32 +218,57 @@ impl Store for MemoryStore {
     fn events(&self, task_id: &str) -> Result<Vec<Event>> {
         let inner = self.inner.lock();
         let entry = inner
-            .entries
-            .get(task_id)
+            .entry(task_id)
             .ok_or_else(|| EngineError::NotFound(task_id.to_owned()))?;
         Ok(entry.events.clone())
     }
 
-    fn update(&self, task: &Task, events: &[Event]) -> Result<bool> {
+    fn update(&self, task: Task, events: &[Event]) -> Result<bool> {
         let mut inner = self.inner.lock();
-        let Some(entry) = inner.entries.get(&task.id) else {
-            return Err(EngineError::NotFound(task.id.clone()));
+        let Some(&seq) = inner.ids.get(&task.id) else {
+            return Err(EngineError::NotFound(task.id.to_string()));
         };
-        if entry.task.version + 1 != task.version {
+        let current = inner.entries.get(seq as usize).map(|e| e.task.version);
+        if current.map(|v| v + 1) != Some(task.version) {
             return Ok(false);
         }
-        inner.store(task.clone(), events);
+        inner.store(seq, task, events);
         Ok(true)
+    }
+
+    fn apply(
+        &self,
+        id: &str,
+        transition: Transition<'_>,
+        number: Numbering<'_>,
+    ) -> Result<Result<(TaskStatus, Vec<Event>), Refused>> {
+        let mut inner = self.inner.lock();
+        let seq = *inner
+            .ids
+            .get(id)
+            .ok_or_else(|| EngineError::NotFound(id.to_owned()))?;
+        let entry = &inner.entries[seq as usize];
+        let mut change = match transition(&entry.task) {
+            Ok(change) => change,
+            Err(refused) => return Ok(Err(refused)),
+        };
+        change.task.version = entry.task.version + 1;
+        let status = change.task.status;
+        let events = number(&change.task, change.events);
+        inner.store(seq, change.task, &events);
+        Ok(Ok((status, events)))
     }
 
     fn append_events(&self, events: &[Event]) -> Result<()> {
         let mut inner = self.inner.lock();
         for event in events {
-            let entry = inner
-                .entries
-                .get_mut(&event.task_id)
-                .ok_or_else(|| EngineError::NotFound(event.task_id.clone()))?;
-            entry.events.push(event.clone());
+            let seq = *inner
+                .ids
+                .get(&event.task_id)
+                .ok_or_else(|| EngineError::NotFound(event.task_id.to_string()))?;
+            if let Some(entry) = inner.entries.get_mut(seq as usize) {
+                entry.events.push(event.clone());
+            }
         }
         Ok(())
     }
@@ -246,37 +277,39 @@ impl Store for MemoryStore {
         let mut inner = self.inner.lock();
         inner.promote(request.now);
         let mut picked = Vec::new();
-        for (_, id) in inner.ready.iter() {
+        for key in inner.ready.iter() {
             if picked.len() >= request.limit {
                 break;
             }
-            if let Some(entry) = inner.entries.get(id) {
+            if let Some(entry) = inner.entries.get(key.2 as usize) {
                 if (request.can_run)(&entry.task) {
-                    picked.push(id.clone());
+                    picked.push(key.2);
                 }
             }
         }
         let mut claimed = Vec::with_capacity(picked.len());
-        for id in picked {
-            let Some(entry) = inner.entries.get(&id) else {
+        for seq in picked {
+            let Some(entry) = inner.entries.get(seq as usize) else {
                 continue;
             };
             let change = state::claim(&entry.task, request.owner, request.now, request.lease_ms)
-                .map_err(|e| EngineError::Internal(format!("claim of ready task {id}: {e}")))?;
+                .map_err(|e| {
+                    EngineError::Internal(format!("claim of ready task {}: {e}", entry.task.id))
+                })?;
             let mut task = change.task;
             task.version += 1;
-            inner.store(task.clone(), &[]);
-            claimed.push(task);
+            claimed.push(task.clone());
+            inner.store(seq, task, &[]);
         }
         Ok(claimed)
     }
 
     fn next_due(&self) -> Result<Option<Millis>> {
-        Ok(self.inner.lock().timers.first().map(|(due, _, _)| *due))
+        Ok(self.inner.lock().timers.first().map(|&(due, _)| due))
     }
 
     fn next_expiry(&self) -> Result<Option<Millis>> {
-        Ok(self.inner.lock().leases.first().map(|(at, _, _)| *at))
+        Ok(self.inner.lock().leases.first().map(|&(at, _)| at))
     }
 
     fn expired(&self, now: Millis, limit: usize) -> Result<Vec<Task>> {
@@ -284,9 +317,9 @@ impl Store for MemoryStore {
         Ok(inner
             .leases
             .iter()
-            .take_while(|(at, _, _)| *at <= now)
+            .take_while(|&&(at, _)| at <= now)
             .take(limit)
-            .filter_map(|(_, _, id)| inner.entries.get(id).map(|e| e.task.clone()))
+            .filter_map(|&(_, seq)| inner.entries.get(seq as usize).map(|e| e.task.clone()))
             .collect())
     }
 

@@ -5,9 +5,17 @@ mod memory;
 
 pub use memory::MemoryStore;
 
-use crate::error::Result;
-use crate::event::Event;
-use crate::model::{ListFilter, Millis, Task};
+use crate::error::{EngineError, Result};
+use crate::event::{Event, EventDraft};
+use crate::model::{ListFilter, Millis, Task, TaskStatus};
+use crate::state::{Change, Refused};
+
+/// A transition: from the current record to the next one and its events (see
+/// [`crate::state`]).
+pub type Transition<'a> = &'a mut dyn FnMut(&Task) -> Result<Change, Refused>;
+
+/// Numbers the drafts of a change into events (the engine's sequence).
+pub type Numbering<'a> = &'a mut dyn FnMut(&Task, Vec<EventDraft>) -> Vec<Event>;
 
 /// What a claim asks the store for.
 pub struct ClaimRequest<'a> {
@@ -29,7 +37,8 @@ pub struct ClaimRequest<'a> {
 /// stored version is still the one the caller read, so two engines (or two threads) cannot
 /// overwrite each other's transitions.
 pub trait Store: Send + Sync {
-    /// Stores new tasks (version 0) and their creation events, all or nothing.
+    /// Stores new tasks (version 0) and their creation events (grouped by task, in the
+    /// order of `tasks`), all or nothing.
     fn insert(&self, tasks: &[Task], events: &[Event]) -> Result<()>;
 
     /// One task.
@@ -43,7 +52,36 @@ pub trait Store: Send + Sync {
 
     /// Replaces the task whose stored version is `task.version - 1` by `task` and appends
     /// `events`. Returns `false` (and changes nothing) when the stored version differs.
-    fn update(&self, task: &Task, events: &[Event]) -> Result<bool>;
+    fn update(&self, task: Task, events: &[Event]) -> Result<bool>;
+
+    /// Applies `transition` to the stored task atomically: the new record (its version
+    /// set to the stored one + 1) replaces the old one and its events, numbered by `number`,
+    /// are appended. Returns the new status and the events, or why it was refused.
+    ///
+    /// The default reads, transitions and writes with [`Store::update`], retrying on a
+    /// version conflict; a store that can do better in place overrides it.
+    fn apply(
+        &self,
+        id: &str,
+        transition: Transition<'_>,
+        number: Numbering<'_>,
+    ) -> Result<Result<(TaskStatus, Vec<Event>), Refused>> {
+        loop {
+            let current = self
+                .get(id)?
+                .ok_or_else(|| EngineError::NotFound(id.to_owned()))?;
+            let mut change = match transition(&current) {
+                Ok(change) => change,
+                Err(refused) => return Ok(Err(refused)),
+            };
+            change.task.version = current.version + 1;
+            let status = change.task.status;
+            let events = number(&change.task, change.events);
+            if self.update(change.task, &events)? {
+                return Ok(Ok((status, events)));
+            }
+        }
+    }
 
     /// Appends events that change no record (progress).
     fn append_events(&self, events: &[Event]) -> Result<()>;

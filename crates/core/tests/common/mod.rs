@@ -21,8 +21,8 @@ pub struct RecordingSink {
 }
 
 impl EventSink for RecordingSink {
-    fn deliver(&self, events: &[Event]) {
-        self.events.lock().extend_from_slice(events);
+    fn deliver(&self, events: Vec<Event>) {
+        self.events.lock().extend(events);
         self.changed.notify_all();
     }
 }
@@ -54,7 +54,7 @@ impl RecordingSink {
         self.wait_until(|events| {
             events
                 .iter()
-                .any(|e| e.task_id == task_id && e.status() == Some(status))
+                .any(|e| &*e.task_id == task_id && e.status() == Some(status))
         })
     }
 
@@ -62,7 +62,7 @@ impl RecordingSink {
     pub fn statuses(&self, task_id: &str) -> Vec<TaskStatus> {
         self.events()
             .iter()
-            .filter(|e| e.task_id == task_id)
+            .filter(|e| &*e.task_id == task_id)
             .filter_map(Event::status)
             .collect()
     }

@@ -1,0 +1,167 @@
+/**
+ * The native binding (`binding.js`, built by `napi build` from `src/`), typed from
+ * docs/native-binding.md. Everything crosses as JSON strings, numbers, booleans and strings;
+ * every method that can fail throws an `Error` whose message is `"<CODE>: <message>"`
+ * (see `fromNative` in errors.ts). Times are ms since the epoch.
+ */
+
+import type { LogLevel } from './constants';
+import { InternalError } from './errors';
+import type { LeaseToken, TaskError } from './types';
+
+/** The engine of one TaskService. */
+export interface NativeEngine {
+  /** Engine id, unique in the process. */
+  readonly id: number;
+  /** Validates and stores specs (a JSON array); returns JSON `Task[]`. */
+  push(specsJson: string): string;
+  /** JSON `Task`; throws `E_NOT_FOUND`. */
+  read(id: string): string;
+  /** JSON `Task[]` matching `{ status?, classification?, limit?, offset? }`, by creation. */
+  list(filterJson: string): string;
+  /** JSON `Event[]`: the persisted events of a task, oldest first; throws `E_NOT_FOUND`. */
+  events(id: string): string;
+  /** Cancels a non-terminal task; returns JSON `Task` (unchanged when already ended). */
+  cancel(id: string, reason?: string | null): string;
+  /** JSON `Event[]` waiting for JS (`"[]"` if none), in engine order. */
+  drainEvents(): string;
+  /** Tasks not terminal (pending, scheduled, running, waiting_retry). */
+  activeCount(): number;
+  /** Registers an inline executor on the calling thread; returns its id. `onWork` is weak. */
+  registerExecutor(classifications: string[], onWork: () => void): number;
+  /** The executor now also serves these classifications. */
+  addClassifications(executorId: number, classifications: string[]): void;
+  /** JSON `ExecutorMessage[]` waiting for that executor. */
+  take(executorId: number): string;
+  /** Renews the lease of every task the executor runs; returns how many it renewed. */
+  renew(executorId: number): number;
+  /** Ends a run with an `Outcome` (JSON); `false` if the token is stale (result dropped). */
+  report(taskId: string, token: LeaseToken, outcomeJson: string): boolean;
+  /** One log line; `false` if stale. */
+  log(
+    taskId: string,
+    token: LeaseToken,
+    level: string,
+    msg: string,
+    metaJson: string | null,
+  ): boolean;
+  /** A progress event; `false` if stale. */
+  progress(taskId: string, token: LeaseToken, dataJson: string): boolean;
+  /** Renews one lease; `false` if stale. */
+  heartbeat(taskId: string, token: LeaseToken): boolean;
+  /** Classifications served by native (Rust) handlers, e.g. `native:cpu`. */
+  nativeClassifications(): string[];
+  /** Stops claiming, waits up to `timeoutMs` for running tasks, releases the rest. Idempotent. */
+  shutdown(timeoutMs: number): Promise<void>;
+}
+
+/** `new NativeEngine(configJson, onEvents)`; `onEvents` is weak and coalesced. */
+export interface NativeEngineConstructor {
+  new (configJson: string, onEvents: () => void): NativeEngine;
+}
+
+/** What `binding.js` exports. */
+export interface NativeBinding {
+  NativeEngine: NativeEngineConstructor;
+}
+
+/** The config the engine takes (already validated by `validate.ts`). */
+export interface NativeConfig {
+  concurrency: number;
+  leaseMs: number;
+  logTailMax: number;
+  workerId: string;
+  nativeThreads: number;
+  adapter: { kind: 'memory' };
+  logger?: string;
+}
+
+/** A task as the engine sends it (times in ms). */
+export interface RawTask {
+  id: string;
+  createdAt: number;
+  updatedAt: number;
+  nextRunAt?: number | null;
+  scheduledTo?: number | null;
+  leaseExpiry?: number | null;
+  logTail?: RawLogEntry[];
+  [field: string]: unknown;
+}
+
+/** A log line as the engine sends it. */
+export interface RawLogEntry {
+  ts: number;
+  level: LogLevel;
+  msg: string;
+  meta?: unknown;
+  step?: number;
+}
+
+/** An event as the engine sends it. */
+export interface RawEvent {
+  id: string;
+  uuid: string;
+  seq: number;
+  taskId: string;
+  ts: number;
+  classification: 'status' | 'log' | 'progress' | 'update';
+  payload: unknown;
+}
+
+/** A message to an inline executor: run a task. */
+export interface RunMessage {
+  type: 'run';
+  taskId: string;
+  token: LeaseToken;
+  classification: string;
+  name?: string | null;
+  /** 1-based number of this run. */
+  attempt: number;
+  input: unknown;
+  resultCache?: Record<string, unknown> | null;
+}
+
+/** A message to an inline executor: stop a run. */
+export interface AbortMessage {
+  type: 'abort';
+  taskId: string;
+  token: LeaseToken;
+  reason: 'canceled' | 'lease_lost' | 'shutdown';
+}
+
+/** What `take()` returns (as JSON). */
+export type ExecutorMessage = RunMessage | AbortMessage;
+
+/** The end of a run, for `report()`. */
+export type Outcome =
+  | { kind: 'succeed'; output: unknown }
+  | { kind: 'fail'; error: TaskError }
+  | { kind: 'retry'; reason: string | null }
+  | { kind: 'cancel'; reason: string | null }
+  | { kind: 'reschedule'; at: number; reason: string | null };
+
+let binding: NativeBinding | undefined;
+
+/**
+ * Loads the addon once (lazily, so that importing the package never fails: only creating a
+ * service needs it). The path is relative to `dist/`.
+ */
+export function loadNative(): NativeBinding {
+  if (binding !== undefined) return binding;
+  let loaded: unknown;
+  try {
+    loaded = require('../binding.js');
+  } catch (err) {
+    throw new InternalError(
+      `the native addon of decaf-tasks could not be loaded (${(err as Error).message}); ` +
+        'build it with `npm run build:native`',
+      { cause: err },
+    );
+  }
+  const ctor = (loaded as Partial<NativeBinding> | null)?.NativeEngine;
+  if (typeof ctor !== 'function') {
+    throw new InternalError('the native addon of decaf-tasks does not export NativeEngine');
+  }
+  binding = loaded as NativeBinding;
+  return binding;
+}
