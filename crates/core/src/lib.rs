@@ -22,13 +22,13 @@ mod store;
 pub use backoff::delay_ms;
 pub use engine::{now_ms, Engine, EngineConfig, ShutdownReport, MIN_LEASE_MS, NATIVE_PREFIX};
 pub use error::{EngineError, Result};
-pub use event::{Event, EventClass, EventDraft, EventSink, NullSink};
+pub use event::{Event, EventClass, EventDraft, EventSink, NullSink, Payload, StatusPayload};
 pub use executor::{Executor, ExecutorId, Job, Outcome};
 pub use handler::{Handler, HandlerResult, Interrupt, TaskContext};
 pub use model::{
     Atomicity, Backoff, BackoffStrategy, Jitter, ListFilter, LogEntry, Millis, StepResult,
-    StepSpec, Task, TaskError, TaskSpec, TaskStatus,
+    StepSpec, Task, TaskError, TaskId, TaskSpec, TaskStatus,
 };
 pub use spec::{validate as validate_spec, MAX_KEY_LEN};
 pub use state::{Change, Refused, StopReason};
-pub use store::{ClaimRequest, MemoryStore, Store};
+pub use store::{ClaimRequest, MemoryStore, Numbering, Store, Transition};

@@ -40,7 +40,9 @@ struct Entry {
 #[derive(Default)]
 struct Inner {
     ids: FxHashMap<TaskId, u64>,
-    /// By insertion sequence (the index is the `seq`).
+    /// By insertion sequence (the index is the `seq`). Boxed so that growing the vector
+    /// moves pointers, not records.
+    #[allow(clippy::vec_box)]
     entries: Vec<Box<Entry>>,
     ready: BTreeSet<ReadyKey>,
     timers: BTreeSet<(Millis, u64)>,
