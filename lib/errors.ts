@@ -17,6 +17,10 @@ export const ErrorCode = {
   UNKNOWN_CLASSIFICATION: 'E_UNKNOWN_CLASSIFICATION',
   /** The service is shut down (or shutting down) and takes no new work. */
   SHUTDOWN: 'E_SHUTDOWN',
+  /** A dependency names a task that does not exist (refused at push). */
+  DEPENDENCY: 'E_DEPENDENCY',
+  /** Code of the error of a task failed because a dependency failed or was canceled. */
+  DEPENDENCY_FAILED: 'E_DEPENDENCY_FAILED',
   /** A bug: please report it. */
   INTERNAL: 'E_INTERNAL',
   /** A handler's run was aborted (cancel, lease lost, shutdown). */
@@ -96,6 +100,16 @@ export class TaskOutputError extends TaskValidationError {
 export class UnknownClassificationError extends DecafTaskError {
   constructor(message: string, options?: ErrorOptions) {
     super(message, ErrorCode.UNKNOWN_CLASSIFICATION, options);
+  }
+}
+
+/**
+ * A dependency names a task that does not exist (`E_DEPENDENCY`): a task can only depend on
+ * tasks pushed before it. Nothing of the push is stored.
+ */
+export class TaskDependencyError extends DecafTaskError {
+  constructor(message: string, options?: ErrorOptions) {
+    super(message, ErrorCode.DEPENDENCY, options);
   }
 }
 
@@ -292,6 +306,8 @@ export function fromNative(err: unknown): DecafTaskError {
       return new UnknownClassificationError(message, options);
     case ErrorCode.SHUTDOWN:
       return new ServiceShutdownError(message, options);
+    case ErrorCode.DEPENDENCY:
+      return new TaskDependencyError(message, options);
     case ErrorCode.INTERNAL:
       return new InternalError(message, options);
     default:

@@ -20,6 +20,7 @@ export {
   TaskCancelError,
   TaskControlError,
   type TaskControlMeta,
+  TaskDependencyError,
   type TaskErrorFrom,
   TaskFailError,
   TaskInputError,

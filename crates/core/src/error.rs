@@ -18,6 +18,9 @@ pub enum EngineError {
         "no handler is registered for classification '{0}': register one before pushing tasks of it"
     )]
     UnknownClassification(String),
+    /// A dependency names a task that does not exist.
+    #[error("dependency {0} does not exist: a task can only depend on tasks pushed before it")]
+    DependencyNotFound(String),
     /// The engine is shut down (or shutting down) and accepts no new work.
     #[error("the engine is shut down: create a new service to push more tasks")]
     Shutdown,
@@ -36,6 +39,7 @@ impl EngineError {
             EngineError::Invalid(_) => "E_INVALID",
             EngineError::NotFound(_) => "E_NOT_FOUND",
             EngineError::UnknownClassification(_) => "E_UNKNOWN_CLASSIFICATION",
+            EngineError::DependencyNotFound(_) => "E_DEPENDENCY",
             EngineError::Shutdown => "E_SHUTDOWN",
             EngineError::Store(_) | EngineError::Internal(_) => "E_INTERNAL",
         }

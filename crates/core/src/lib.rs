@@ -31,4 +31,6 @@ pub use model::{
 };
 pub use spec::{validate as validate_spec, MAX_KEY_LEN};
 pub use state::{Change, Refused, StopReason};
-pub use store::{ClaimRequest, MemoryStore, Numbering, Store, Transition};
+pub use store::{
+    ClaimBatch, ClaimRequest, DependencyFailure, MemoryStore, Numbering, Store, Transition,
+};

@@ -290,6 +290,43 @@ pub fn release(task: &Task, token: u64, now: Millis) -> Result<Change, Refused> 
     Ok(status_change(next))
 }
 
+/// A dependency of a waiting task ended without succeeding: the task fails, final,
+/// without running and without counting an attempt.
+pub fn dependency_failed(
+    task: &Task,
+    dependency: &str,
+    dependency_status: TaskStatus,
+    now: Millis,
+) -> Result<Change, Refused> {
+    if task.status.is_terminal() {
+        return Err(Refused::Ended(task.status));
+    }
+    if task.status == TaskStatus::Running {
+        return Err(Refused::Illegal {
+            from: task.status,
+            action: "fail on a dependency",
+        });
+    }
+    let mut next = task.clone();
+    next.status = TaskStatus::Failed;
+    next.error = Some(TaskError {
+        message: format!(
+            "dependency {dependency} of task {} ended {}: the task cannot run",
+            task.id,
+            dependency_status.as_str()
+        ),
+        stack: None,
+        code: Some(Value::from("E_DEPENDENCY_FAILED")),
+        details: Some(serde_json::json!({
+            "dependency": dependency,
+            "status": dependency_status.as_str(),
+        })),
+    });
+    next.next_run_at = None;
+    next.updated_at = now;
+    Ok(status_change(next))
+}
+
 /// Extends the lease of the current run. No event.
 pub fn renew(task: &Task, token: u64, now: Millis, lease_ms: u64) -> Result<Change, Refused> {
     let mut next = running(task, token)?;

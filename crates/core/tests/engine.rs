@@ -445,3 +445,112 @@ fn shutdown_waits_for_a_run_that_ends_in_time() {
     assert_eq!(report.drained, 1);
     assert_eq!(engine.read(&task.id).unwrap().output, Some(json!("rested")));
 }
+
+#[test]
+fn a_dependent_runs_only_after_its_dependency_succeeded() {
+    let (engine, sink) = engine(4, 10_000);
+    let (exec, jobs) = ManualExecutor::new();
+    engine.add_executor(exec, &["js".into()]);
+    let a = engine.push(vec![spec("js", json!("a"))]).unwrap().remove(0);
+    let mut b = spec("js", json!("b"));
+    b.dependencies = Some(vec![a.id.to_string()]);
+    let b = engine.push(vec![b]).unwrap().remove(0);
+    assert_eq!(b.status, TaskStatus::Pending);
+    let job_a = recv(&jobs);
+    assert_eq!(job_a.task_id, a.id);
+    assert!(jobs.recv_timeout(Duration::from_millis(100)).is_err(), "b ran before a ended");
+    engine.report(&a.id, job_a.token, Outcome::Succeed { output: json!(1) }).unwrap();
+    let job_b = recv(&jobs);
+    assert_eq!(job_b.task_id, b.id);
+    engine.report(&b.id, job_b.token, Outcome::Succeed { output: json!(2) }).unwrap();
+    sink.wait_status(&b.id, TaskStatus::Succeeded);
+    // Waiting was not a status change.
+    assert_eq!(
+        sink.statuses(&b.id),
+        [TaskStatus::Pending, TaskStatus::Running, TaskStatus::Succeeded]
+    );
+}
+
+#[test]
+fn a_failed_dependency_fails_its_dependents_without_running_them() {
+    let (engine, sink) = engine(4, 10_000);
+    let (exec, jobs) = ManualExecutor::new();
+    engine.add_executor(exec, &["js".into()]);
+    let a = engine.push(vec![spec("js", json!("a"))]).unwrap().remove(0);
+    let mut b = spec("js", json!("b"));
+    b.dependencies = Some(vec![a.id.to_string()]);
+    let b = engine.push(vec![b]).unwrap().remove(0);
+    let mut c = spec("js", json!("c"));
+    c.dependencies = Some(vec![b.id.to_string()]);
+    let c = engine.push(vec![c]).unwrap().remove(0);
+    let job_a = recv(&jobs);
+    engine
+        .report(&a.id, job_a.token, Outcome::Fail { error: TaskError::new("no") })
+        .unwrap();
+    sink.wait_status(&c.id, TaskStatus::Failed);
+    for id in [&b.id, &c.id] {
+        let task = engine.read(id).unwrap();
+        assert_eq!(task.status, TaskStatus::Failed);
+        assert_eq!(task.attempt, 0);
+        let error = task.error.unwrap();
+        assert_eq!(error.code, Some(json!("E_DEPENDENCY_FAILED")));
+        assert_eq!(error.details.unwrap()["status"], json!("failed"));
+    }
+    assert!(jobs.recv_timeout(Duration::from_millis(50)).is_err());
+    // A dependency that already failed dooms a new dependent at once; a canceled one too.
+    let mut d = spec("js", json!("d"));
+    d.dependencies = Some(vec![a.id.to_string()]);
+    let d = engine.push(vec![d]).unwrap().remove(0);
+    sink.wait_status(&d.id, TaskStatus::Failed);
+}
+
+#[test]
+fn a_dependency_on_a_missing_task_is_refused_and_nothing_is_stored() {
+    let (engine, _sink) = engine(4, 10_000);
+    let (exec, _jobs) = ManualExecutor::new();
+    engine.add_executor(exec, &["js".into()]);
+    let mut s = spec("js", json!(null));
+    s.dependencies = Some(vec!["no-such-task".into()]);
+    let err = engine.push(vec![spec("js", json!(1)), s]).unwrap_err();
+    assert_eq!(err.code(), "E_DEPENDENCY");
+    assert!(engine.list(&Default::default()).unwrap().is_empty());
+}
+
+#[test]
+fn tasks_sharing_a_lock_never_overlap_and_do_not_block_others() {
+    let (engine, _sink) = engine(4, 10_000);
+    let (exec, jobs) = ManualExecutor::new();
+    engine.add_executor(exec, &["js".into()]);
+    let locked = |name: &str| {
+        let mut s = spec("js", json!(name));
+        s.lock = Some("printer".into());
+        s
+    };
+    engine
+        .push(vec![locked("l1"), locked("l2"), spec("js", json!("free"))])
+        .unwrap();
+    let first = recv(&jobs);
+    let second = recv(&jobs);
+    let mut names = [first.input.as_str().unwrap(), second.input.as_str().unwrap()];
+    names.sort();
+    assert_eq!(names, ["free", "l1"]);
+    assert!(jobs.recv_timeout(Duration::from_millis(100)).is_err(), "l2 overlapped l1");
+    let l1 = if *first.input == json!("l1") { &first } else { &second };
+    engine.report(&l1.task_id, l1.token, Outcome::Succeed { output: Value::Null }).unwrap();
+    let third = recv(&jobs);
+    assert_eq!(*third.input, json!("l2"));
+}
+
+#[test]
+fn composite_tasks_and_step_dependencies_are_refused_until_supported() {
+    let (engine, _sink) = engine(4, 10_000);
+    let (exec, _jobs) = ManualExecutor::new();
+    engine.add_executor(exec, &["js".into()]);
+    let mut s = spec("js", json!(null));
+    s.atomicity = Some(decaf_tasks_core::Atomicity::Composite);
+    s.steps = Some(vec![serde_json::from_value(json!({"classification": "js"})).unwrap()]);
+    assert_eq!(engine.push(vec![s]).unwrap_err().code(), "E_INVALID");
+    let mut s = spec("js", json!(null));
+    s.dependencies = Some(vec!["x:0".into()]);
+    assert_eq!(engine.push(vec![s]).unwrap_err().code(), "E_INVALID");
+}

@@ -13,7 +13,7 @@ use crate::event::EventDraft;
 use crate::executor::{ExecutorId, Job};
 use crate::model::{Millis, Task, TaskId};
 use crate::state::{self, StopReason};
-use crate::store::ClaimRequest;
+use crate::store::{ClaimBatch, ClaimRequest, DependencyFailure};
 
 /// Most expired leases recovered per wake-up.
 const RECOVER_BATCH: usize = 256;
@@ -121,18 +121,32 @@ impl Shared {
 
     pub(super) fn claim(&self, st: &mut State, now: Millis) -> Result<()> {
         let free = self.config.concurrency.saturating_sub(st.running.len());
-        if free == 0 || st.routes.is_empty() {
-            return Ok(());
-        }
         let routes = &st.routes;
         let can_run = |task: &Task| routes.contains_key(&task.classification);
-        let claimed = self.store.claim(&ClaimRequest {
+        let ClaimBatch {
+            claimed,
+            dependency_failures,
+        } = self.store.claim(&ClaimRequest {
             limit: free,
             now,
             owner: &self.config.owner,
             lease_ms: self.config.lease_ms,
             can_run: &can_run,
         })?;
+        if !dependency_failures.is_empty() {
+            // Their own dependents are handed over by the next claim.
+            self.wake();
+        }
+        for failure in dependency_failures {
+            let DependencyFailure {
+                task_id,
+                dependency,
+                status,
+            } = failure;
+            let _ = self.commit(st, &task_id, now, |t| {
+                state::dependency_failed(t, &dependency, status, now)
+            })?;
+        }
         if claimed.is_empty() {
             return Ok(());
         }

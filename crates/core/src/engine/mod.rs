@@ -453,6 +453,9 @@ impl Engine {
                 other => other,
             })?;
         }
+        for spec in &specs {
+            check_supported(spec)?;
+        }
         let shared = &self.shared;
         let now = now_ms();
         let mut st = shared.state.lock();
@@ -522,8 +525,9 @@ impl Engine {
             Ok(_) => {
                 if let Some(run) = shared.end_run(&mut st, id, None) {
                     shared.abort_run(&st, id, &run, StopReason::Canceled);
-                    shared.refill(&mut st);
                 }
+                // A freed slot, or dependents of this task to fail.
+                shared.refill(&mut st);
             }
             Err(refused) => tracing::debug!(task = id, %refused, "cancel changed nothing"),
         }
@@ -619,4 +623,19 @@ impl Drop for Engine {
         self.shared.wake();
         self.shared.native.close();
     }
+}
+
+/// Refuses what this version stores but cannot run yet, rather than running it wrongly.
+fn check_supported(spec: &TaskSpec) -> Result<()> {
+    if spec.atomicity == Some(crate::model::Atomicity::Composite) {
+        return Err(EngineError::Invalid(
+            "composite tasks are not supported yet: push each step as its own task and chain them with dependencies".into(),
+        ));
+    }
+    if let Some(dep) = spec.dependencies.iter().flatten().find(|d| d.contains(':')) {
+        return Err(EngineError::Invalid(format!(
+            "dependency '{dep}' names a step: step dependencies need composite tasks, not supported yet"
+        )));
+    }
+    Ok(())
 }

@@ -1,7 +1,13 @@
 //! The in-memory store: the default, the fastest, and the test double.
 //!
-//! Tasks live in a map ordered by insertion sequence; the indexes (ready queue, timers,
+//! Tasks live in a vector ordered by insertion sequence; the indexes (ready queue, timers,
 //! leases) hold only small copyable keys, so keeping them up to date allocates nothing.
+//!
+//! Dependencies: a task whose dependencies have not all succeeded sits in no index (it is
+//! not scanned by claims); it is placed when its last dependency succeeds, and reported
+//! by the next claim when one fails or is canceled. Locks: a lock key held by a running
+//! task makes claims skip the other tasks of that key (they keep their place; unrelated
+//! tasks behind them are still claimed).
 
 use std::cmp::Reverse;
 use std::collections::BTreeSet;
@@ -9,7 +15,7 @@ use std::collections::BTreeSet;
 use parking_lot::Mutex;
 use rustc_hash::FxHashMap;
 
-use super::{ClaimRequest, Numbering, Store, Transition};
+use super::{ClaimBatch, ClaimRequest, DependencyFailure, Numbering, Store, Transition};
 use crate::error::{EngineError, Result};
 use crate::event::Event;
 use crate::model::{ListFilter, Millis, Task, TaskId, TaskStatus};
@@ -27,6 +33,8 @@ enum Slot {
     Timer(Millis, u64),
     /// Running with a lease until: `(expiry, seq)`.
     Lease(Millis, u64),
+    /// Waiting for dependencies to succeed.
+    Blocked,
     /// Ended.
     None,
 }
@@ -35,6 +43,8 @@ struct Entry {
     task: Task,
     slot: Slot,
     events: Vec<Event>,
+    /// Dependencies that have not succeeded yet.
+    unmet: usize,
 }
 
 #[derive(Default)]
@@ -48,9 +58,18 @@ struct Inner {
     timers: BTreeSet<(Millis, u64)>,
     leases: BTreeSet<(Millis, u64)>,
     active: usize,
+    /// Tasks waiting for each (unended) task.
+    dependents: FxHashMap<TaskId, Vec<u64>>,
+    /// Blocked tasks whose dependency ended without succeeding, for the next claim.
+    doomed: Vec<DependencyFailure>,
+    /// Lock keys held by running tasks.
+    locks: FxHashMap<String, u64>,
 }
 
-fn slot_of(task: &Task, seq: u64) -> Slot {
+fn slot_of(task: &Task, seq: u64, unmet: usize) -> Slot {
+    if unmet > 0 && matches!(task.status, TaskStatus::Pending | TaskStatus::Scheduled) {
+        return Slot::Blocked;
+    }
     match task.status {
         TaskStatus::Pending => Slot::Ready((Reverse(task.priority), task.due_at(), seq)),
         TaskStatus::Scheduled | TaskStatus::WaitingRetry => Slot::Timer(task.due_at(), seq),
@@ -71,7 +90,7 @@ impl Inner {
             Slot::Lease(at, seq) => {
                 self.leases.remove(&(at, seq));
             }
-            Slot::None => {}
+            Slot::Blocked | Slot::None => {}
         }
     }
 
@@ -86,7 +105,7 @@ impl Inner {
             Slot::Lease(at, seq) => {
                 self.leases.insert((at, seq));
             }
-            Slot::None => {}
+            Slot::Blocked | Slot::None => {}
         }
     }
 
@@ -119,19 +138,64 @@ impl Inner {
         };
         let was_active = !entry.task.status.is_terminal();
         let is_active = !task.status.is_terminal();
+        let was_running = entry.task.status == TaskStatus::Running;
+        let is_running = task.status == TaskStatus::Running;
         let old_slot = entry.slot;
-        let new_slot = slot_of(&task, seq);
+        let new_slot = slot_of(&task, seq, entry.unmet);
         entry.task = task;
         entry.slot = new_slot;
         entry.events.extend_from_slice(events);
+        let lock = entry.task.lock.clone();
+        let ended = (was_active && !is_active).then(|| (TaskId::clone(&entry.task.id), entry.task.status));
         if old_slot != new_slot {
             self.unplace(old_slot);
             self.place(new_slot);
+        }
+        if let Some(lock) = lock {
+            if was_running && !is_running && self.locks.get(&lock) == Some(&seq) {
+                self.locks.remove(&lock);
+            } else if is_running {
+                self.locks.insert(lock, seq);
+            }
         }
         match (was_active, is_active) {
             (true, false) => self.active -= 1,
             (false, true) => self.active += 1,
             _ => {}
+        }
+        if let Some((id, status)) = ended {
+            self.dependency_ended(&id, status);
+        }
+    }
+
+    /// A task ended: its dependents get one dependency fewer to wait for, or are doomed.
+    fn dependency_ended(&mut self, id: &TaskId, status: TaskStatus) {
+        let Some(waiting) = self.dependents.remove(id) else {
+            return;
+        };
+        for seq in waiting {
+            let Some(entry) = self.entries.get_mut(seq as usize) else {
+                continue;
+            };
+            if entry.task.status.is_terminal() {
+                continue;
+            }
+            if status == TaskStatus::Succeeded {
+                entry.unmet = entry.unmet.saturating_sub(1);
+                if entry.unmet == 0 {
+                    let old = entry.slot;
+                    let new = slot_of(&entry.task, seq, 0);
+                    entry.slot = new;
+                    self.unplace(old);
+                    self.place(new);
+                }
+            } else {
+                self.doomed.push(DependencyFailure {
+                    task_id: TaskId::clone(&entry.task.id),
+                    dependency: TaskId::clone(id),
+                    status,
+                });
+            }
         }
     }
 }
@@ -166,10 +230,40 @@ impl Store for MemoryStore {
                 dup.id
             )));
         }
+        if let Some(missing) = tasks
+            .iter()
+            .flat_map(|t| &t.dependencies)
+            .find(|dep| !inner.ids.contains_key(dep.as_str()))
+        {
+            return Err(EngineError::DependencyNotFound(missing.clone()));
+        }
         let mut events = events.iter().peekable();
         for task in tasks {
             let seq = inner.entries.len() as u64;
-            let slot = slot_of(task, seq);
+            let mut unmet = 0;
+            for dep in &task.dependencies {
+                let Some(status) = inner.entry(dep).map(|e| e.task.status) else {
+                    continue;
+                };
+                match status {
+                    TaskStatus::Succeeded => {}
+                    TaskStatus::Failed | TaskStatus::Canceled => {
+                        // Never runnable: blocked until the engine fails it.
+                        unmet += 1;
+                        inner.doomed.push(DependencyFailure {
+                            task_id: TaskId::clone(&task.id),
+                            dependency: dep.as_str().into(),
+                            status,
+                        });
+                    }
+                    _ => {
+                        unmet += 1;
+                        let dep: TaskId = dep.as_str().into();
+                        inner.dependents.entry(dep).or_default().push(seq);
+                    }
+                }
+            }
+            let slot = slot_of(task, seq, unmet);
             inner.place(slot);
             if !task.status.is_terminal() {
                 inner.active += 1;
@@ -183,6 +277,7 @@ impl Store for MemoryStore {
                 task: task.clone(),
                 slot,
                 events: own,
+                unmet,
             }));
         }
         if events.next().is_some() {
@@ -275,18 +370,28 @@ impl Store for MemoryStore {
         Ok(())
     }
 
-    fn claim(&self, request: &ClaimRequest<'_>) -> Result<Vec<Task>> {
+    fn claim(&self, request: &ClaimRequest<'_>) -> Result<ClaimBatch> {
         let mut inner = self.inner.lock();
         inner.promote(request.now);
         let mut picked = Vec::new();
+        let mut taken_locks: Vec<&str> = Vec::new();
         for key in inner.ready.iter() {
             if picked.len() >= request.limit {
                 break;
             }
-            if let Some(entry) = inner.entries.get(key.2 as usize) {
-                if (request.can_run)(&entry.task) {
-                    picked.push(key.2);
+            let Some(entry) = inner.entries.get(key.2 as usize) else {
+                continue;
+            };
+            if let Some(lock) = entry.task.lock.as_deref() {
+                if inner.locks.contains_key(lock) || taken_locks.contains(&lock) {
+                    continue;
                 }
+            }
+            if (request.can_run)(&entry.task) {
+                if let Some(lock) = entry.task.lock.as_deref() {
+                    taken_locks.push(lock);
+                }
+                picked.push(key.2);
             }
         }
         let mut claimed = Vec::with_capacity(picked.len());
@@ -303,7 +408,11 @@ impl Store for MemoryStore {
             claimed.push(task.clone());
             inner.store(seq, task, &[]);
         }
-        Ok(claimed)
+        let dependency_failures = std::mem::take(&mut inner.doomed);
+        Ok(ClaimBatch {
+            claimed,
+            dependency_failures,
+        })
     }
 
     fn next_due(&self) -> Result<Option<Millis>> {

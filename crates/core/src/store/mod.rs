@@ -7,7 +7,7 @@ pub use memory::MemoryStore;
 
 use crate::error::{EngineError, Result};
 use crate::event::{Event, EventDraft};
-use crate::model::{ListFilter, Millis, Task, TaskStatus};
+use crate::model::{ListFilter, Millis, Task, TaskId, TaskStatus};
 use crate::state::{Change, Refused};
 
 /// A transition: from the current record to the next one and its events (see
@@ -31,6 +31,26 @@ pub struct ClaimRequest<'a> {
     pub can_run: &'a dyn Fn(&Task) -> bool,
 }
 
+/// A blocked task one of whose dependencies ended without succeeding.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DependencyFailure {
+    /// The dependent task.
+    pub task_id: TaskId,
+    /// The dependency.
+    pub dependency: TaskId,
+    /// How the dependency ended (`failed` or `canceled`).
+    pub status: TaskStatus,
+}
+
+/// What a claim returns.
+#[derive(Debug, Default)]
+pub struct ClaimBatch {
+    /// Tasks now leased (already `running`).
+    pub claimed: Vec<Task>,
+    /// Blocked tasks that can never run: the engine fails them.
+    pub dependency_failures: Vec<DependencyFailure>,
+}
+
 /// Storage of tasks and events.
 ///
 /// Every method is atomic. Updates are optimistic: [`Store::update`] writes only if the
@@ -38,7 +58,8 @@ pub struct ClaimRequest<'a> {
 /// overwrite each other's transitions.
 pub trait Store: Send + Sync {
     /// Stores new tasks (version 0) and their creation events (grouped by task, in the
-    /// order of `tasks`), all or nothing.
+    /// order of `tasks`), all or nothing. Every dependency must name a stored task
+    /// ([`EngineError::DependencyNotFound`] otherwise).
     fn insert(&self, tasks: &[Task], events: &[Event]) -> Result<()>;
 
     /// One task.
@@ -87,9 +108,13 @@ pub trait Store: Send + Sync {
     fn append_events(&self, events: &[Event]) -> Result<()>;
 
     /// Leases up to `limit` claimable tasks, highest priority first, then earliest due
-    /// time, then insertion order, skipping tasks `can_run` refuses. The returned records
-    /// are already `running` (see [`crate::state::claim`]).
-    fn claim(&self, request: &ClaimRequest<'_>) -> Result<Vec<Task>>;
+    /// time, then insertion order. It skips tasks `can_run` refuses, tasks whose
+    /// dependencies have not all succeeded, and tasks whose lock key is held by a running
+    /// task (or by one claimed earlier in the same batch), without blocking the tasks
+    /// behind them. The returned records are already `running` (see
+    /// [`crate::state::claim`]). It also hands over blocked tasks whose dependency ended
+    /// without succeeding.
+    fn claim(&self, request: &ClaimRequest<'_>) -> Result<ClaimBatch>;
 
     /// The earliest due time of a scheduled or waiting task not yet due at the last claim.
     fn next_due(&self) -> Result<Option<Millis>>;
