@@ -114,6 +114,13 @@ export class InlineExecutor {
   readonly #errors = new Map<string, (Error | undefined)[]>();
   #renewTimer: NodeJS.Timeout | undefined;
   #closed = false;
+  /**
+   * Successful outcomes waiting to be reported together (`[taskId, token, outcome]` JSON
+   * fragments): one native call and one refill of the freed slots per batch, not per task.
+   */
+  #successes: string[] = [];
+  #flushScheduled = false;
+  readonly #flush = (): void => this.#flushSuccesses();
 
   /**
    * Registers the executor with the engine, serving `classification` with `handler`.
@@ -171,6 +178,20 @@ export class InlineExecutor {
     for (const msg of messages) {
       if (msg.type === 'run') this.#start(msg);
       else if (msg.type === 'abort') this.#abort(msg);
+    }
+    this.#flushSuccesses();
+  }
+
+  /** Reports the batched successful outcomes in one native call. */
+  #flushSuccesses(): void {
+    this.#flushScheduled = false;
+    if (this.#successes.length === 0) return;
+    const json = `[${this.#successes.join(',')}]`;
+    this.#successes = [];
+    try {
+      this.native.reportMany(json);
+    } catch (err) {
+      this.#warn(fromNative(err));
     }
   }
 
@@ -295,7 +316,17 @@ export class InlineExecutor {
       this.#failWith(run, err);
       return;
     }
-    this.report(run, `{"kind":"succeed","output":${json}}`, undefined);
+    // Batched: flushed at the end of this onWork() batch, or in a microtask for results
+    // of promises. Logs written by the run were recorded before, so they stay first.
+    if (run.ended) return;
+    this.#endRun(run);
+    this.#successes.push(
+      `[${JSON.stringify(run.taskId)},${run.token},{"kind":"succeed","output":${json}}]`,
+    );
+    if (!this.#flushScheduled) {
+      this.#flushScheduled = true;
+      queueMicrotask(this.#flush);
+    }
   }
 
   #failed(

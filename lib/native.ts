@@ -37,6 +37,8 @@ export interface NativeEngine {
   renew(executorId: number): number;
   /** Ends a run with an `Outcome` (JSON); `false` if the token is stale (result dropped). */
   report(taskId: string, token: LeaseToken, outcomeJson: string): boolean;
+  /** Ends many runs: a JSON array of `[taskId, token, outcome]`; returns how many were recorded. */
+  reportMany(reportsJson: string): number;
   /** One log line; `false` if stale. */
   log(
     taskId: string,

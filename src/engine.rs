@@ -222,6 +222,15 @@ impl NativeEngine {
             .map_err(to_js)
     }
 
+    /// Ends many runs: a JSON array of `[taskId, token, outcome]`. Returns how many were
+    /// recorded (the others were stale and dropped).
+    #[napi(catch_unwind)]
+    pub fn report_many(&self, reports_json: String) -> napi::Result<u32> {
+        let reports: Vec<(String, u64, Outcome)> = parse("reports", &reports_json)?;
+        let accepted = self.engine.report_many(&reports).map_err(to_js)?;
+        Ok(accepted.iter().filter(|a| **a).count() as u32)
+    }
+
     /// One log line of a run.
     #[napi(catch_unwind)]
     pub fn log(

@@ -458,16 +458,27 @@ fn a_dependent_runs_only_after_its_dependency_succeeded() {
     assert_eq!(b.status, TaskStatus::Pending);
     let job_a = recv(&jobs);
     assert_eq!(job_a.task_id, a.id);
-    assert!(jobs.recv_timeout(Duration::from_millis(100)).is_err(), "b ran before a ended");
-    engine.report(&a.id, job_a.token, Outcome::Succeed { output: json!(1) }).unwrap();
+    assert!(
+        jobs.recv_timeout(Duration::from_millis(100)).is_err(),
+        "b ran before a ended"
+    );
+    engine
+        .report(&a.id, job_a.token, Outcome::Succeed { output: json!(1) })
+        .unwrap();
     let job_b = recv(&jobs);
     assert_eq!(job_b.task_id, b.id);
-    engine.report(&b.id, job_b.token, Outcome::Succeed { output: json!(2) }).unwrap();
+    engine
+        .report(&b.id, job_b.token, Outcome::Succeed { output: json!(2) })
+        .unwrap();
     sink.wait_status(&b.id, TaskStatus::Succeeded);
     // Waiting was not a status change.
     assert_eq!(
         sink.statuses(&b.id),
-        [TaskStatus::Pending, TaskStatus::Running, TaskStatus::Succeeded]
+        [
+            TaskStatus::Pending,
+            TaskStatus::Running,
+            TaskStatus::Succeeded
+        ]
     );
 }
 
@@ -485,7 +496,13 @@ fn a_failed_dependency_fails_its_dependents_without_running_them() {
     let c = engine.push(vec![c]).unwrap().remove(0);
     let job_a = recv(&jobs);
     engine
-        .report(&a.id, job_a.token, Outcome::Fail { error: TaskError::new("no") })
+        .report(
+            &a.id,
+            job_a.token,
+            Outcome::Fail {
+                error: TaskError::new("no"),
+            },
+        )
         .unwrap();
     sink.wait_status(&c.id, TaskStatus::Failed);
     for id in [&b.id, &c.id] {
@@ -531,12 +548,30 @@ fn tasks_sharing_a_lock_never_overlap_and_do_not_block_others() {
         .unwrap();
     let first = recv(&jobs);
     let second = recv(&jobs);
-    let mut names = [first.input.as_str().unwrap(), second.input.as_str().unwrap()];
+    let mut names = [
+        first.input.as_str().unwrap(),
+        second.input.as_str().unwrap(),
+    ];
     names.sort();
     assert_eq!(names, ["free", "l1"]);
-    assert!(jobs.recv_timeout(Duration::from_millis(100)).is_err(), "l2 overlapped l1");
-    let l1 = if *first.input == json!("l1") { &first } else { &second };
-    engine.report(&l1.task_id, l1.token, Outcome::Succeed { output: Value::Null }).unwrap();
+    assert!(
+        jobs.recv_timeout(Duration::from_millis(100)).is_err(),
+        "l2 overlapped l1"
+    );
+    let l1 = if *first.input == json!("l1") {
+        &first
+    } else {
+        &second
+    };
+    engine
+        .report(
+            &l1.task_id,
+            l1.token,
+            Outcome::Succeed {
+                output: Value::Null,
+            },
+        )
+        .unwrap();
     let third = recv(&jobs);
     assert_eq!(*third.input, json!("l2"));
 }
@@ -548,7 +583,10 @@ fn composite_tasks_and_step_dependencies_are_refused_until_supported() {
     engine.add_executor(exec, &["js".into()]);
     let mut s = spec("js", json!(null));
     s.atomicity = Some(decaf_tasks_core::Atomicity::Composite);
-    s.steps = Some(vec![serde_json::from_value(json!({"classification": "js"})).unwrap()]);
+    s.steps = Some(vec![serde_json::from_value(
+        json!({"classification": "js"}),
+    )
+    .unwrap()]);
     assert_eq!(engine.push(vec![s]).unwrap_err().code(), "E_INVALID");
     let mut s = spec("js", json!(null));
     s.dependencies = Some(vec!["x:0".into()]);

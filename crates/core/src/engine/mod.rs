@@ -176,10 +176,39 @@ impl Shared {
     }
 
     pub(crate) fn report(&self, id: &str, token: u64, outcome: Outcome) -> Result<bool> {
-        let now = now_ms();
-        let unit = fastrand::f64();
         let mut st = self.state.lock();
-        let result = self.commit(&mut st, id, now, |task| match &outcome {
+        let accepted = self.record(&mut st, id, token, &outcome, now_ms())?;
+        if accepted {
+            self.refill(&mut st);
+        }
+        Ok(accepted)
+    }
+
+    /// Records many outcomes under one lock, then refills the freed slots in one claim.
+    pub(crate) fn report_many(&self, reports: &[(String, u64, Outcome)]) -> Result<Vec<bool>> {
+        let now = now_ms();
+        let mut st = self.state.lock();
+        let mut accepted = Vec::with_capacity(reports.len());
+        for (id, token, outcome) in reports {
+            accepted.push(self.record(&mut st, id, *token, outcome, now)?);
+        }
+        if accepted.contains(&true) {
+            self.refill(&mut st);
+        }
+        Ok(accepted)
+    }
+
+    /// Ends run `token` of `id` with `outcome` (if the token is current) and frees its slot.
+    fn record(
+        &self,
+        st: &mut State,
+        id: &str,
+        token: u64,
+        outcome: &Outcome,
+        now: Millis,
+    ) -> Result<bool> {
+        let unit = fastrand::f64();
+        let result = self.commit(st, id, now, |task| match outcome {
             Outcome::Succeed { output } => state::succeed(task, token, output.clone(), now),
             Outcome::Fail { error } => state::fail(task, token, error.clone(), now, unit),
             Outcome::Retry { reason } => state::retry(task, token, reason.clone(), now, unit),
@@ -194,8 +223,7 @@ impl Shared {
                     // A new due time the dispatcher may have to sleep less for.
                     self.wake();
                 }
-                self.end_run(&mut st, id, Some(token));
-                self.refill(&mut st);
+                self.end_run(st, id, Some(token));
                 Ok(true)
             }
             Err(refused) => {
@@ -539,6 +567,12 @@ impl Engine {
     /// stale (canceled, released, or the lease was taken over): the outcome is dropped.
     pub fn report(&self, id: &str, token: u64, outcome: Outcome) -> Result<bool> {
         self.shared.report(id, token, outcome)
+    }
+
+    /// Ends many runs at once (one lock, one refill): `(task id, token, outcome)` each.
+    /// Returns, for each, whether it was recorded (see [`Engine::report`]).
+    pub fn report_many(&self, reports: &[(String, u64, Outcome)]) -> Result<Vec<bool>> {
+        self.shared.report_many(reports)
     }
 
     /// A log line of run `token`. `false` when stale.

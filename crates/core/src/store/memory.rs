@@ -146,7 +146,8 @@ impl Inner {
         entry.slot = new_slot;
         entry.events.extend_from_slice(events);
         let lock = entry.task.lock.clone();
-        let ended = (was_active && !is_active).then(|| (TaskId::clone(&entry.task.id), entry.task.status));
+        let ended =
+            (was_active && !is_active).then(|| (TaskId::clone(&entry.task.id), entry.task.status));
         if old_slot != new_slot {
             self.unplace(old_slot);
             self.place(new_slot);
