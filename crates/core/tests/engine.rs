@@ -592,3 +592,70 @@ fn composite_tasks_and_step_dependencies_are_refused_until_supported() {
     s.dependencies = Some(vec!["x:0".into()]);
     assert_eq!(engine.push(vec![s]).unwrap_err().code(), "E_INVALID");
 }
+
+#[test]
+fn an_executor_never_gets_more_than_its_capacity_and_the_least_loaded_gets_work() {
+    let (engine, _sink) = engine(16, 10_000);
+    let (a, jobs_a) = ManualExecutor::new();
+    let (b, jobs_b) = ManualExecutor::new();
+    engine.add_executor_with_capacity(a, &["js".into()], 2);
+    engine.add_executor_with_capacity(b, &["js".into()], 1);
+    engine
+        .push((0..6).map(|i| spec("js", json!(i))).collect())
+        .unwrap();
+    let on_a = [recv(&jobs_a), recv(&jobs_a)];
+    let on_b = recv(&jobs_b);
+    assert!(jobs_a.recv_timeout(Duration::from_millis(50)).is_err());
+    assert!(jobs_b.try_recv().is_err());
+    // A slot of b frees: the next task goes to b (a is full).
+    engine
+        .report(
+            &on_b.task_id,
+            on_b.token,
+            Outcome::Succeed {
+                output: Value::Null,
+            },
+        )
+        .unwrap();
+    let next = recv(&jobs_b);
+    assert_eq!(*next.input, json!(3));
+    let _ = on_a;
+}
+
+#[test]
+fn removing_an_executor_counts_an_attempt_for_its_runs_and_they_wait_for_another() {
+    let (engine, sink) = engine(4, 10_000);
+    let (gone, jobs_gone) = ManualExecutor::new();
+    let id = engine.add_executor(gone, &["js".into()]);
+    let mut s = spec("js", json!(null));
+    s.max_attempts = Some(2);
+    s.backoff = Some(Backoff {
+        base_ms: 0,
+        max_ms: 0,
+        ..Backoff::default()
+    });
+    let task = engine.push(vec![s]).unwrap().remove(0);
+    let first = recv(&jobs_gone);
+    assert_eq!(engine.remove_executor(id, "worker exited").unwrap(), 1);
+    assert_eq!(engine.remove_executor(id, "worker exited").unwrap(), 0);
+    let stored = engine.read(&task.id).unwrap();
+    assert_eq!(stored.status, TaskStatus::WaitingRetry);
+    assert_eq!(stored.attempt, 1);
+    assert_eq!(stored.error.unwrap().code, Some(json!("E_EXECUTOR_LOST")));
+    // Still a known classification: a push is accepted and waits for a new executor.
+    let later = engine
+        .push(vec![spec("js", json!("later"))])
+        .unwrap()
+        .remove(0);
+    assert!(!engine
+        .report(&task.id, first.token, Outcome::Succeed { output: json!(1) })
+        .unwrap());
+    let (fresh, jobs_fresh) = ManualExecutor::new();
+    engine.add_executor(fresh, &["js".into()]);
+    let mut got = [recv(&jobs_fresh).task_id, recv(&jobs_fresh).task_id];
+    got.sort();
+    let mut want = [task.id.clone(), later.id.clone()];
+    want.sort();
+    assert_eq!(got, want);
+    let _ = sink;
+}

@@ -1,11 +1,13 @@
 //! The dispatcher thread. Event driven: it sleeps until woken (a push, a freed slot, a new
 //! handler) or until the earliest due time, lease expiry or renewal, never polling.
 
+use std::cell::RefCell;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
+use rustc_hash::FxHashMap;
 
 use super::{now_ms, Run, Shared, State};
 use crate::error::Result;
@@ -121,8 +123,22 @@ impl Shared {
 
     pub(super) fn claim(&self, st: &mut State, now: Millis) -> Result<()> {
         let free = self.config.concurrency.saturating_sub(st.running.len());
-        let routes = &st.routes;
-        let can_run = |task: &Task| routes.contains_key(&task.classification);
+        // Free executor capacity per classification, spent as tasks are picked.
+        let budget: RefCell<FxHashMap<String, usize>> = RefCell::default();
+        let can_run = |task: &Task| {
+            let mut budget = budget.borrow_mut();
+            let left = match budget.get_mut(&task.classification) {
+                Some(left) => left,
+                None => budget
+                    .entry(task.classification.clone())
+                    .or_insert_with(|| self.free_capacity(st, &task.classification)),
+            };
+            if *left == 0 {
+                return false;
+            }
+            *left -= 1;
+            true
+        };
         let ClaimBatch {
             claimed,
             dependency_failures,
@@ -186,12 +202,25 @@ impl Shared {
         Ok(())
     }
 
-    /// The least loaded executor serving `classification`.
+    /// How many more runs of `classification` the executors serving it can take.
+    fn free_capacity(&self, st: &State, classification: &str) -> usize {
+        st.routes
+            .get(classification)
+            .into_iter()
+            .flatten()
+            .filter_map(|id| st.executors.get(id))
+            .map(|e| e.capacity.saturating_sub(e.load))
+            .fold(0usize, usize::saturating_add)
+    }
+
+    /// The least loaded executor serving `classification` that has room.
     fn pick_executor(&self, st: &State, classification: &str) -> Option<ExecutorId> {
         st.routes
             .get(classification)?
             .iter()
-            .filter_map(|id| st.executors.get(id).map(|e| (e.load, *id)))
+            .filter_map(|id| st.executors.get(id).map(|e| (e, *id)))
+            .filter(|(e, _)| e.load < e.capacity)
+            .map(|(e, id)| (e.load, id))
             .min()
             .map(|(_, id)| id)
     }

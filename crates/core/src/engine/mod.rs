@@ -52,6 +52,8 @@ struct ExecutorEntry {
     /// executor proving it is alive with [`Engine::renew_executor`].
     engine_renews: bool,
     load: usize,
+    /// Most runs at once (`usize::MAX`: no limit but the engine's concurrency).
+    capacity: usize,
 }
 
 pub(crate) struct State {
@@ -334,6 +336,7 @@ impl Engine {
                     executor: Arc::clone(&native) as Arc<dyn Executor>,
                     engine_renews: true,
                     load: 0,
+                    capacity: usize::MAX,
                 },
             );
             Shared {
@@ -398,6 +401,17 @@ impl Engine {
         executor: Arc<dyn Executor>,
         classifications: &[String],
     ) -> ExecutorId {
+        self.add_executor_with_capacity(executor, classifications, usize::MAX)
+    }
+
+    /// [`Engine::add_executor`] for an executor that takes at most `capacity` runs at once
+    /// (a worker thread with `concurrencyPerWorker`).
+    pub fn add_executor_with_capacity(
+        &self,
+        executor: Arc<dyn Executor>,
+        classifications: &[String],
+        capacity: usize,
+    ) -> ExecutorId {
         let mut st = self.shared.state.lock();
         let id = st.next_executor;
         st.next_executor += 1;
@@ -407,6 +421,7 @@ impl Engine {
                 executor,
                 engine_renews: false,
                 load: 0,
+                capacity: capacity.max(1),
             },
         );
         for c in classifications {
@@ -436,6 +451,46 @@ impl Engine {
         drop(st);
         self.shared.wake();
         Ok(())
+    }
+
+    /// Removes an executor whose thread is gone (a worker exited or crashed). Each of its
+    /// runs counts a failed attempt (code `E_EXECUTOR_LOST`, `reason` as message) and is
+    /// retried under `maxAttempts`. Its classifications stay known, so tasks pushed meanwhile
+    /// wait for a replacement. Returns how many runs it had; removing twice does nothing.
+    pub fn remove_executor(&self, executor: ExecutorId, reason: &str) -> Result<usize> {
+        if executor == NATIVE_EXECUTOR {
+            return Err(EngineError::Invalid(
+                "the native executor cannot be removed".into(),
+            ));
+        }
+        let shared = &self.shared;
+        let now = now_ms();
+        let mut st = shared.state.lock();
+        if st.executors.remove(&executor).is_none() {
+            return Ok(0);
+        }
+        for routes in st.routes.values_mut() {
+            routes.retain(|id| *id != executor);
+        }
+        let runs: Vec<(TaskId, u64)> = st
+            .running
+            .iter()
+            .filter(|(_, run)| run.executor == executor)
+            .map(|(id, run)| (TaskId::clone(id), run.token))
+            .collect();
+        for (id, token) in &runs {
+            shared.end_run(&mut st, id, Some(*token));
+            let unit = fastrand::f64();
+            let error = crate::model::TaskError::new(reason).with_code("E_EXECUTOR_LOST");
+            let _ = shared.commit(&mut st, id, now, |task| {
+                state::fail(task, *token, error.clone(), now, unit)
+            })?;
+        }
+        shared.refill(&mut st);
+        if !runs.is_empty() {
+            shared.wake();
+        }
+        Ok(runs.len())
     }
 
     /// Renews the lease of every run of `executor`: its proof of life.
