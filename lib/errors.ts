@@ -17,6 +17,8 @@ export const ErrorCode = {
   UNKNOWN_CLASSIFICATION: 'E_UNKNOWN_CLASSIFICATION',
   /** The service is shut down (or shutting down) and takes no new work. */
   SHUTDOWN: 'E_SHUTDOWN',
+  /** A handler module of the worker pool could not be loaded or used. */
+  HANDLER_MODULE: 'E_HANDLER_MODULE',
   /** A dependency names a task that does not exist (refused at push). */
   DEPENDENCY: 'E_DEPENDENCY',
   /** Code of the error of a task failed because a dependency failed or was canceled. */
@@ -110,6 +112,16 @@ export class UnknownClassificationError extends DecafTaskError {
 export class TaskDependencyError extends DecafTaskError {
   constructor(message: string, options?: ErrorOptions) {
     super(message, ErrorCode.DEPENDENCY, options);
+  }
+}
+
+/** A handler module of the worker pool threw on load or exports no usable handler (`E_HANDLER_MODULE`). */
+export class HandlerModuleError extends DecafTaskError {
+  /** The module (absolute path) at fault. */
+  readonly module: string;
+  constructor(module: string, message: string, options?: ErrorOptions) {
+    super(`handler module ${module}: ${message}`, ErrorCode.HANDLER_MODULE, options);
+    this.module = module;
   }
 }
 

@@ -13,6 +13,7 @@ export {
   type AbortReason,
   DecafTaskError,
   ErrorCode,
+  HandlerModuleError,
   InternalError,
   isTaskError,
   ServiceShutdownError,
@@ -33,6 +34,7 @@ export {
   UnknownClassificationError,
 } from './errors';
 export { TaskEventBus } from './event-bus';
+export { defineHandlers } from './handler-module';
 export { assertJson, isJson } from './json';
 export {
   type ScheduleBuilder,
@@ -50,6 +52,7 @@ export type {
   EventPipe,
   Handler,
   HandlerContext,
+  HandlerMap,
   HandlerObject,
   JsonValue,
   LeaseToken,
@@ -58,6 +61,7 @@ export type {
   LogPipe,
   ObserverFilter,
   PipeType,
+  ResourceLimits,
   ShutdownOptions,
   StatusPayload,
   Task,
@@ -73,5 +77,7 @@ export type {
   TaskSpec,
   TaskStepSpec,
   UpdatePayload,
+  WorkerPoolOptions,
 } from './types';
 export type { ResolvedOptions } from './validate';
+export { workerData } from './worker-data';

@@ -123,25 +123,36 @@ export class InlineExecutor {
   readonly #flush = (): void => this.#flushSuccesses();
 
   /**
-   * Registers the executor with the engine, serving `classification` with `handler`.
+   * Registers the executor with the engine on the calling thread, serving `handlers`
+   * (classification → handler), at most `capacity` runs at once (no limit when omitted).
    * @throws the typed error of the engine's refusal
    */
   constructor(
     native: NativeEngine,
-    classification: string,
-    handler: NormalizedHandler,
+    handlers: ReadonlyMap<string, NormalizedHandler>,
     leaseMs: number,
     warn: (err: unknown) => void,
+    capacity?: number,
   ) {
     this.native = native;
     this.#renewEveryMs = Math.max(1, Math.floor(leaseMs / 3));
     this.#warn = warn;
     try {
-      this.#id = native.registerExecutor([classification], () => this.onWork());
+      this.#id = native.registerExecutor([...handlers.keys()], () => this.onWork(), capacity);
     } catch (err) {
       throw fromNative(err);
     }
-    this.#handlers.set(classification, handler);
+    for (const [classification, handler] of handlers) this.#handlers.set(classification, handler);
+  }
+
+  /** The engine's id of this executor. */
+  get id(): number {
+    return this.#id;
+  }
+
+  /** The classifications this executor serves. */
+  get classifications(): string[] {
+    return [...this.#handlers.keys()];
   }
 
   /** Whether a handler is registered for `classification`. */

@@ -27,8 +27,13 @@ export interface NativeEngine {
   drainEvents(): string;
   /** Tasks not terminal (pending, scheduled, running, waiting_retry). */
   activeCount(): number;
-  /** Registers an inline executor on the calling thread; returns its id. `onWork` is weak. */
-  registerExecutor(classifications: string[], onWork: () => void): number;
+  /**
+   * Registers an executor on the calling thread (at most `capacity` runs at once); returns
+   * its id. `onWork` is weak. Torn down with its thread.
+   */
+  registerExecutor(classifications: string[], onWork: () => void, capacity?: number): number;
+  /** Removes an executor whose thread is gone; its runs count a failed attempt. */
+  removeExecutor(executorId: number, reason: string): number;
   /** The executor now also serves these classifications. */
   addClassifications(executorId: number, classifications: string[]): void;
   /** JSON `ExecutorMessage[]` waiting for that executor. */
@@ -60,6 +65,8 @@ export interface NativeEngine {
 /** `new NativeEngine(configJson, onEvents)`; `onEvents` is weak and coalesced. */
 export interface NativeEngineConstructor {
   new (configJson: string, onEvents: () => void): NativeEngine;
+  /** A handle on engine `engineId` of this process, for a worker thread (no events). */
+  attach(engineId: number): NativeEngine;
 }
 
 /** What `binding.js` exports. */

@@ -3,6 +3,7 @@ import { installAutoShutdown } from './auto-shutdown';
 import { attachOriginalError, toEvent, toEvents, toTask, toTasks } from './convert';
 import { fromNative, InternalError, ServiceShutdownError, TaskValidationError } from './errors';
 import { TaskEventBus } from './event-bus';
+import { loadHandlerModules } from './handler-module';
 import { InlineExecutor } from './inline-executor';
 import { KeepAlive } from './keep-alive';
 import {
@@ -26,6 +27,7 @@ import type {
   TaskSpec,
 } from './types';
 import {
+  type NormalizedHandler,
   prepareListFilter,
   prepareSpec,
   prepareSpecs,
@@ -38,6 +40,15 @@ import {
   validateTaskId,
   validateWhen,
 } from './validate';
+import { WorkerPool } from './worker-pool';
+
+function hasWorkerThreads(): boolean {
+  try {
+    return typeof require('node:worker_threads').Worker === 'function';
+  } catch {
+    return false;
+  }
+}
 
 /** The events of a {@link TaskService} and their listeners. */
 export interface TaskServiceListener {
@@ -117,6 +128,9 @@ export class TaskService extends EventEmitter {
   readonly #native: NativeEngine;
   readonly #keepAlive = new KeepAlive();
   #executor: InlineExecutor | undefined;
+  #pool: WorkerPool | undefined;
+  /** Settles once the worker pool is up (undefined without a pool). */
+  #ready: Promise<void> | undefined;
   #closed = false;
   #shutdown: Promise<void> | undefined;
   #uninstallSignals: (() => void) | undefined;
@@ -157,6 +171,9 @@ export class TaskService extends EventEmitter {
       throw fromNative(err);
     }
     if (resolved.autoShutdown) this.#uninstallSignals = installAutoShutdown(() => this.shutdown());
+    this.#ready = this.#startPool();
+    // Surfaced by start() and push(); never an unhandled rejection.
+    this.#ready?.catch(() => {});
   }
 
   /** The options in force (defaults applied). */
@@ -185,22 +202,58 @@ export class TaskService extends EventEmitter {
     if (this.#closed) throw new ServiceShutdownError();
     const registration = validateRegistration(classification, handler);
     const name = registration.classification;
+    this.#registerInline(name, registration.handler);
+    return this;
+  }
+
+  #registerInline(name: string, handler: NormalizedHandler): void {
     const executor = this.#executor;
     if (executor === undefined) {
       this.#executor = new InlineExecutor(
         this.#native,
-        name,
-        registration.handler,
+        new Map([[name, handler]]),
         this.#options.leaseMs,
-        (err) => this.#reportError(asError(err), 'inline executor'),
+        (err: unknown) => this.#reportError(asError(err), 'inline executor'),
       );
-      return this;
+      return;
     }
     if (executor.has(name)) {
       throw new TaskValidationError(`a handler is already registered for classification '${name}'`);
     }
-    executor.add(name, registration.handler);
-    return this;
+    executor.add(name, handler);
+  }
+
+  /** Worker threads registered with the engine now (0 without a pool). */
+  get workerCount(): number {
+    return this.#pool?.readyCount ?? 0;
+  }
+
+  /**
+   * Starts the worker pool (or, in `'browser'` mode, loads its modules inline). Resolves once
+   * every worker registered its handlers; rejects with {@link HandlerModuleError} when a
+   * module cannot be loaded.
+   */
+  #startPool(): Promise<void> | undefined {
+    const pool = this.#options.workerPool;
+    if (pool === undefined) return undefined;
+    if (pool.mode === 'browser' || !hasWorkerThreads()) {
+      process.emitWarning(
+        `decaf-tasks: workerPool.mode is '${pool.mode}'${hasWorkerThreads() ? '' : ' and worker_threads is unavailable'}: the handlers of ${pool.modules.join(', ')} run inline on this thread`,
+        'DecafTasksWarning',
+      );
+      return loadHandlerModules(pool.modules).then((handlers) => {
+        for (const [name, handler] of handlers) this.#registerInline(name, handler);
+      });
+    }
+    this.#pool = new WorkerPool(this.#native, pool, this.#options.leaseMs, (message) =>
+      process.emitWarning(`decaf-tasks: ${message}`, 'DecafTasksWarning'),
+    );
+    return this.#pool.start();
+  }
+
+  /** Waits for the pool (if any) before work that needs its classifications. */
+  async #whenReady(): Promise<void> {
+    if (this.#ready !== undefined) await this.#ready;
   }
 
   /**
@@ -222,6 +275,7 @@ export class TaskService extends EventEmitter {
       throw typeError(`track must be a boolean (got ${typeof track})`);
     this.#assertOpen();
     const json = prepareSpec(spec, 'spec', 'input', this.#options.maxPayloadBytes);
+    await this.#whenReady();
     const task = toTask<I, O>((this.#pushJson(`[${json}]`) as RawTask[])[0] as RawTask);
     if (!track) return task;
     return { task, tracker: new TaskTracker<O>(this, task) };
@@ -235,6 +289,7 @@ export class TaskService extends EventEmitter {
     this.#assertOpen();
     const { json, count } = prepareSpecs(specs, this.#options.maxPayloadBytes);
     if (count === 0) return [];
+    await this.#whenReady();
     return toTasks<I, O>(this.#pushJson(json) as RawTask[]);
   }
 
@@ -312,6 +367,7 @@ export class TaskService extends EventEmitter {
   /** Starts the service. The engine runs from construction; this resolves at once (durable stores will use it). */
   async start(): Promise<void> {
     this.#assertOpen();
+    await this.#whenReady();
   }
 
   /**
@@ -368,6 +424,7 @@ export class TaskService extends EventEmitter {
       failure = fromNative(err);
     }
     this.#executor?.close();
+    await this.#pool?.close();
     this.#drain();
     this.#keepAlive.dispose();
     if (failure !== undefined) throw failure;

@@ -24,6 +24,39 @@ export interface AdapterOptions {
   kind: 'memory';
 }
 
+/** `resourceLimits` of each worker thread (see Node's `worker_threads.ResourceLimits`). */
+export interface ResourceLimits {
+  maxOldGenerationSizeMb?: number;
+  maxYoungGenerationSizeMb?: number;
+  codeRangeSizeMb?: number;
+  stackSizeMb?: number;
+}
+
+/** `options.workerPool`: run the handlers of `modules` in Node worker threads. */
+export interface WorkerPoolOptions {
+  /** Worker threads; `0` (default) runs every handler inline. */
+  size?: number;
+  /**
+   * `'node'` (default): worker threads. `'browser'`, or a runtime without `worker_threads`:
+   * the modules' handlers run inline on the service's thread (a warning says so).
+   */
+  mode?: 'node' | 'browser';
+  /**
+   * Handler modules (paths resolved from `process.cwd()`, or package names), CommonJS or
+   * ESM. Each exports (default export or `module.exports`) an object mapping classification
+   * → handler (a function or `{ run, catch? }`); `defineHandlers()` types it.
+   */
+  modules?: string[];
+  /** Runs at once per worker. Default `1`. */
+  concurrencyPerWorker?: number;
+  /** Limits of each worker; a worker that hits one is replaced and its runs retried. */
+  resourceLimits?: ResourceLimits;
+  /** Replacement of workers that died: at most `maxPerMinute` (default `10`) per minute. */
+  restart?: { maxPerMinute?: number };
+  /** Cloned into every worker: `require('decaf-tasks').workerData` inside handler modules. */
+  workerData?: unknown;
+}
+
 /** Options of `new TaskService(options)`. Every field is optional. */
 export interface TaskServiceOptions {
   /** How many tasks may run at the same time on this service. Default `16`. */
@@ -46,7 +79,12 @@ export interface TaskServiceOptions {
   logger?: EngineLogLevel;
   /** Largest serialized task input accepted, in bytes. Default 16 MiB. */
   maxPayloadBytes?: number;
+  /** Run the handlers of some modules in a pool of worker threads. Default: none. */
+  workerPool?: WorkerPoolOptions;
 }
+
+/** What a handler module exports: classification → handler. */
+export type HandlerMap = Record<string, Handler | HandlerObject>;
 
 /** How retries are spaced. */
 export interface Backoff {

@@ -16,8 +16,10 @@ import type {
   HandlerContext,
   HandlerObject,
   ListFilter,
+  ResourceLimits,
   TaskServiceOptions,
   TaskSpec,
+  WorkerPoolOptions,
 } from './types';
 
 /** A `TypeError` / `RangeError` of this package: it carries `code: 'E_INVALID'`. */
@@ -182,6 +184,101 @@ export interface ResolvedOptions {
   nativeThreads: number;
   logger: EngineLogLevel;
   maxPayloadBytes: number;
+  workerPool: ResolvedWorkerPoolOptions | undefined;
+}
+
+/** `options.workerPool` with its defaults applied (modules resolved to absolute paths). */
+export interface ResolvedWorkerPoolOptions {
+  size: number;
+  mode: 'node' | 'browser';
+  modules: string[];
+  concurrencyPerWorker: number;
+  resourceLimits: ResourceLimits | undefined;
+  restart: { maxPerMinute: number };
+  workerData: unknown;
+}
+
+const POOL_KEYS: readonly (keyof WorkerPoolOptions)[] = [
+  'size',
+  'mode',
+  'modules',
+  'concurrencyPerWorker',
+  'resourceLimits',
+  'restart',
+  'workerData',
+];
+
+const RESOURCE_LIMIT_KEYS: readonly (keyof ResourceLimits)[] = [
+  'maxOldGenerationSizeMb',
+  'maxYoungGenerationSizeMb',
+  'codeRangeSizeMb',
+  'stackSizeMb',
+];
+
+/** Resolves a handler module like `require` would from the current directory. */
+function resolveModule(specifier: string, path: string): string {
+  try {
+    return require.resolve(specifier, { paths: [process.cwd()] });
+  } catch (err) {
+    const why = err instanceof Error ? err.message.split('\n')[0] : String(err);
+    throw new TaskValidationError(
+      `${path} '${specifier}' does not resolve from ${process.cwd()}: ${why}`,
+    );
+  }
+}
+
+function validateWorkerPool(value: unknown): ResolvedWorkerPoolOptions | undefined {
+  const o = plainObject(value, 'options.workerPool');
+  checkKeys(o, 'options.workerPool', POOL_KEYS, 'a workerPool option');
+  const size = o.size === undefined ? 0 : integer(o.size, 'options.workerPool.size', NON_NEGATIVE);
+  const mode =
+    o.mode === undefined
+      ? 'node'
+      : oneOf(o.mode, 'options.workerPool.mode', ['node', 'browser'] as const);
+  const modules =
+    o.modules === undefined ? [] : stringArray(o.modules, 'options.workerPool.modules');
+  const resolved = modules.map((m, i) => resolveModule(m, `options.workerPool.modules[${i}]`));
+  if (size > 0 && resolved.length === 0) {
+    throw typeError(
+      'options.workerPool.modules must list at least one handler module when size > 0',
+    );
+  }
+  let resourceLimits: ResourceLimits | undefined;
+  if (o.resourceLimits !== undefined) {
+    const r = plainObject(o.resourceLimits, 'options.workerPool.resourceLimits');
+    checkKeys(r, 'options.workerPool.resourceLimits', RESOURCE_LIMIT_KEYS, 'a resource limit');
+    resourceLimits = {};
+    for (const key of RESOURCE_LIMIT_KEYS) {
+      if (r[key] !== undefined) {
+        resourceLimits[key] = integer(r[key], `options.workerPool.resourceLimits.${key}`, POSITIVE);
+      }
+    }
+  }
+  let maxPerMinute = 10;
+  if (o.restart !== undefined) {
+    const r = plainObject(o.restart, 'options.workerPool.restart');
+    checkKeys(r, 'options.workerPool.restart', ['maxPerMinute'], 'a restart option');
+    if (r.maxPerMinute !== undefined) {
+      maxPerMinute = integer(
+        r.maxPerMinute,
+        'options.workerPool.restart.maxPerMinute',
+        NON_NEGATIVE,
+      );
+    }
+  }
+  if (size === 0) return undefined;
+  return {
+    size,
+    mode,
+    modules: resolved,
+    concurrencyPerWorker:
+      o.concurrencyPerWorker === undefined
+        ? 1
+        : integer(o.concurrencyPerWorker, 'options.workerPool.concurrencyPerWorker', POSITIVE),
+    resourceLimits,
+    restart: { maxPerMinute },
+    workerData: o.workerData,
+  };
 }
 
 const OPTION_KEYS: readonly (keyof TaskServiceOptions)[] = [
@@ -195,6 +292,7 @@ const OPTION_KEYS: readonly (keyof TaskServiceOptions)[] = [
   'nativeThreads',
   'logger',
   'maxPayloadBytes',
+  'workerPool',
 ];
 
 const ENGINE_LOG_LEVELS = Object.values(EngineLogLevel);
@@ -259,6 +357,7 @@ export function validateOptions(options: unknown): ResolvedOptions {
     maxPayloadBytes: has('maxPayloadBytes')
       ? integer(o.maxPayloadBytes, 'options.maxPayloadBytes', BYTES)
       : DEFAULTS.maxPayloadBytes,
+    workerPool: has('workerPool') ? validateWorkerPool(o.workerPool) : undefined,
   };
 }
 

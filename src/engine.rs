@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock, Weak};
 use std::time::Duration;
 
 use decaf_tasks_core::{
@@ -22,6 +22,10 @@ use crate::native_handlers;
 use crate::sink::{JsEventSink, Wake};
 
 static NEXT_ID: AtomicU32 = AtomicU32::new(1);
+
+/// Engines of this process by id, so worker threads can attach to their service's engine.
+/// Weak: an engine lives as long as its owning `NativeEngine` (or an attached one).
+static ENGINES: LazyLock<Mutex<HashMap<u32, Weak<Engine>>>> = LazyLock::new(Default::default);
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -55,12 +59,13 @@ fn engine_config(config: &Config, id: u32) -> EngineConfig {
     }
 }
 
-/// One engine, owned by one TaskService.
+/// One engine, owned by one TaskService; or, made by `attach`, a handle on it from a
+/// worker thread (which registers executors and reports runs, but receives no events).
 #[napi]
 pub struct NativeEngine {
     id: u32,
     engine: Arc<Engine>,
-    sink: Arc<JsEventSink>,
+    sink: Option<Arc<JsEventSink>>,
     executors: Mutex<HashMap<ExecutorId, Arc<JsExecutor>>>,
 }
 
@@ -96,10 +101,34 @@ impl NativeEngine {
         )
         .map_err(to_js)?;
         native_handlers::register_all(&engine).map_err(to_js)?;
+        let engine = Arc::new(engine);
+        let mut engines = ENGINES.lock();
+        engines.retain(|_, e| e.strong_count() > 0);
+        engines.insert(id, Arc::downgrade(&engine));
         Ok(NativeEngine {
             id,
-            engine: Arc::new(engine),
-            sink,
+            engine,
+            sink: Some(sink),
+            executors: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// A handle on the engine `engine_id` of this process, for a worker thread.
+    #[napi(factory, catch_unwind)]
+    pub fn attach(engine_id: u32) -> napi::Result<Self> {
+        let engine = ENGINES
+            .lock()
+            .get(&engine_id)
+            .and_then(Weak::upgrade)
+            .ok_or_else(|| {
+                to_js(decaf_tasks_core::EngineError::NotFound(format!(
+                    "engine {engine_id} (its service is gone)"
+                )))
+            })?;
+        Ok(NativeEngine {
+            id: engine_id,
+            engine,
+            sink: None,
             executors: Mutex::new(HashMap::new()),
         })
     }
@@ -146,7 +175,10 @@ impl NativeEngine {
     /// Takes every event waiting for JS, as a JSON array.
     #[napi(catch_unwind)]
     pub fn drain_events(&self) -> napi::Result<String> {
-        let events = self.sink.drain();
+        let Some(sink) = &self.sink else {
+            return Ok("[]".into());
+        };
+        let events = sink.drain();
         if events.is_empty() {
             return Ok("[]".into());
         }
@@ -160,19 +192,44 @@ impl NativeEngine {
         Ok(u32::try_from(n).unwrap_or(u32::MAX))
     }
 
-    /// Adds an executor on the calling JS thread.
+    /// Adds an executor on the calling JS thread, taking at most `capacity` runs at once
+    /// (no limit when omitted). When the thread's environment is torn down (a worker
+    /// exits), the executor is removed and its runs count a failed attempt.
     #[napi(catch_unwind)]
     pub fn register_executor(
         &self,
+        env: Env,
         classifications: Vec<String>,
         on_work: Function<(), ()>,
+        capacity: Option<u32>,
     ) -> napi::Result<u32> {
         let executor = Arc::new(JsExecutor::new(wake_of(on_work)?));
-        let id = self
-            .engine
-            .add_executor(Arc::clone(&executor) as _, &classifications);
+        let capacity = capacity.map_or(usize::MAX, |c| c as usize);
+        let id = self.engine.add_executor_with_capacity(
+            Arc::clone(&executor) as _,
+            &classifications,
+            capacity,
+        );
         self.executors.lock().insert(id, executor);
+        let engine = Arc::downgrade(&self.engine);
+        env.add_env_cleanup_hook((engine, id), |(engine, id)| {
+            if let Some(engine) = engine.upgrade() {
+                let _ = engine.remove_executor(id, "the thread of its executor exited");
+            }
+        })?;
         u32::try_from(id).map_err(|_| invalid("too many executors"))
+    }
+
+    /// Removes an executor whose thread is gone; returns how many runs it lost (each counts
+    /// a failed attempt and is retried under `maxAttempts`).
+    #[napi(catch_unwind)]
+    pub fn remove_executor(&self, executor_id: u32, reason: String) -> napi::Result<u32> {
+        self.executors.lock().remove(&ExecutorId::from(executor_id));
+        let n = self
+            .engine
+            .remove_executor(ExecutorId::from(executor_id), &reason)
+            .map_err(to_js)?;
+        Ok(u32::try_from(n).unwrap_or(u32::MAX))
     }
 
     /// The executor now also serves these classifications.
