@@ -67,6 +67,12 @@ export interface TaskServiceListener {
    * when listened to; otherwise reported with `process.emitWarning`.
    */
   error: (error: Error) => void;
+  /**
+   * Something the service did on its own that you may want to know: a worker replaced, a
+   * fallback to inline execution. Only emitted when listened to; otherwise reported with
+   * `process.emitWarning`.
+   */
+  warning: (message: string) => void;
 }
 
 /** The name of a {@link TaskService} event. */
@@ -237,16 +243,19 @@ export class TaskService extends EventEmitter {
     const pool = this.#options.workerPool;
     if (pool === undefined) return undefined;
     if (pool.mode === 'browser' || !hasWorkerThreads()) {
-      process.emitWarning(
-        `decaf-tasks: workerPool.mode is '${pool.mode}'${hasWorkerThreads() ? '' : ' and worker_threads is unavailable'}: the handlers of ${pool.modules.join(', ')} run inline on this thread`,
-        'DecafTasksWarning',
+      const why = hasWorkerThreads()
+        ? `workerPool.mode is '${pool.mode}'`
+        : 'worker_threads is unavailable in this runtime';
+      // After the constructor returns, so that a 'warning' listener can see it.
+      queueMicrotask(() =>
+        this.#warn(`${why}: the handlers of ${pool.modules.join(', ')} run inline on this thread`),
       );
       return loadHandlerModules(pool.modules).then((handlers) => {
         for (const [name, handler] of handlers) this.#registerInline(name, handler);
       });
     }
     this.#pool = new WorkerPool(this.#native, pool, this.#options.leaseMs, (message) =>
-      process.emitWarning(`decaf-tasks: ${message}`, 'DecafTasksWarning'),
+      this.#warn(message),
     );
     return this.#pool.start();
   }
@@ -523,7 +532,7 @@ export class TaskService extends EventEmitter {
   }
 
   /** Calls each listener of `name` in turn: one that throws or rejects never stops the others. */
-  #emitSafe(name: string, event: TaskEvent): void {
+  #emitSafe(name: string, event: TaskEvent | string): void {
     const listeners = this.rawListeners(name) as AnyListener[];
     for (const listener of listeners) {
       try {
@@ -537,6 +546,15 @@ export class TaskService extends EventEmitter {
         this.#reportError(asError(err), `a '${name}' listener threw`);
       }
     }
+  }
+
+  /** Emits `'warning'` (a message) when someone listens, else a process warning. */
+  #warn(message: string): void {
+    if (this.listenerCount('warning') > 0) {
+      this.#emitSafe('warning', message);
+      return;
+    }
+    process.emitWarning(`decaf-tasks: ${message}`, 'DecafTasksWarning');
   }
 
   /** Emits `'error'` when someone listens, else a process warning. Never throws. */
