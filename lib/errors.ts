@@ -301,7 +301,10 @@ const NATIVE_CODE = /^(E_[A-Z0-9_]+): ?([\s\S]*)$/;
  */
 export function fromNative(err: unknown): DecafTaskError {
   if (err instanceof DecafTaskError) return err;
-  const text = err instanceof Error ? err.message : String(err);
+  // Not `instanceof Error`: the addon's errors come from the main realm, which is not the
+  // realm of a vm context (Jest runs every test file in one).
+  const raw = (err as { message?: unknown } | null)?.message;
+  const text = typeof raw === 'string' ? raw : String(err);
   const match = NATIVE_CODE.exec(text);
   const options: ErrorOptions = { cause: err };
   if (match === null) return new InternalError(text, options);

@@ -77,9 +77,10 @@ const BYTES: IntegerRule = {
 };
 
 function integer(value: unknown, path: string, rule: IntegerRule): number {
-  if (typeof value !== 'number' || Number.isNaN(value)) {
+  if (typeof value !== 'number') {
     throw typeError(`${path} must be ${rule.desc} (got ${typeName(value)})`);
   }
+  if (Number.isNaN(value)) throw rangeError(`${path} must be ${rule.desc} (got NaN)`);
   if (!Number.isInteger(value) || value < rule.min) {
     throw rangeError(`${path} must be ${rule.desc} (got ${value})`);
   }

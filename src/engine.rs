@@ -343,6 +343,8 @@ impl NativeEngine {
         Ok(AsyncTask::new(Shutdown {
             engine: Arc::clone(&self.engine),
             timeout: Duration::from_millis(timeout_ms as u64),
+            sink: self.sink.clone(),
+            executors: self.executors.lock().values().cloned().collect(),
         }))
     }
 }
@@ -359,6 +361,8 @@ fn token_of(token: f64) -> napi::Result<u64> {
 pub struct Shutdown {
     engine: Arc<Engine>,
     timeout: Duration,
+    sink: Option<Arc<JsEventSink>>,
+    executors: Vec<Arc<JsExecutor>>,
 }
 
 impl Task for Shutdown {
@@ -372,7 +376,15 @@ impl Task for Shutdown {
             .map_err(to_js)
     }
 
+    /// On the JS thread, once the engine stopped: release the threadsafe functions, so
+    /// nothing of this service stays registered with Node.
     fn resolve(&mut self, _env: Env, _output: ()) -> napi::Result<()> {
+        if let Some(sink) = &self.sink {
+            sink.close();
+        }
+        for executor in &self.executors {
+            executor.close();
+        }
         Ok(())
     }
 }

@@ -1,15 +1,11 @@
 //! An executor living on a JS thread: jobs and aborts are queued here, the thread is woken
 //! once per batch and takes everything waiting with one call.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-
 use decaf_tasks_core::{Executor, Job, StopReason};
-use napi::threadsafe_function::ThreadsafeFunctionCallMode;
-use napi::Status;
 use parking_lot::Mutex;
 use serde::Serialize;
 
-use crate::sink::Wake;
+use crate::sink::{Wake, Waker};
 
 #[derive(Serialize)]
 #[serde(tag = "type", rename_all = "camelCase")]
@@ -25,31 +21,31 @@ pub(crate) enum Message {
 
 pub(crate) struct JsExecutor {
     inbox: Mutex<Vec<Message>>,
-    scheduled: AtomicBool,
-    wake: Wake,
+    waker: Waker,
 }
 
 impl JsExecutor {
     pub(crate) fn new(wake: Wake) -> Self {
         JsExecutor {
             inbox: Mutex::new(Vec::new()),
-            scheduled: AtomicBool::new(false),
-            wake,
+            waker: Waker::new(wake),
         }
     }
 
     pub(crate) fn take(&self) -> Vec<Message> {
-        self.scheduled.store(false, Ordering::Release);
+        self.waker.answered();
         std::mem::take(&mut *self.inbox.lock())
+    }
+
+    /// Releases the threadsafe function (after shutdown).
+    pub(crate) fn close(&self) {
+        self.waker.close();
     }
 
     fn send(&self, message: Message) {
         self.inbox.lock().push(message);
-        if !self.scheduled.swap(true, Ordering::AcqRel) {
-            let status = self.wake.call((), ThreadsafeFunctionCallMode::NonBlocking);
-            if status != Status::Ok {
-                tracing::warn!(?status, "JS executor unreachable; its leases will expire");
-            }
+        if !self.waker.wake() {
+            tracing::warn!("JS executor unreachable; the leases of its runs will expire");
         }
     }
 }

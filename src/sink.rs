@@ -11,39 +11,73 @@ use parking_lot::Mutex;
 /// A weak, callee-unhandled threadsafe function taking no argument: a wake-up call.
 pub(crate) type Wake = ThreadsafeFunction<(), (), (), Status, false, true>;
 
+/// A wake-up call that can be released early (at shutdown) and is coalesced: it is made
+/// only when the previous one has been answered by a `take`.
+pub(crate) struct Waker {
+    wake: Mutex<Option<Wake>>,
+    scheduled: AtomicBool,
+}
+
+impl Waker {
+    pub(crate) fn new(wake: Wake) -> Self {
+        Waker {
+            wake: Mutex::new(Some(wake)),
+            scheduled: AtomicBool::new(false),
+        }
+    }
+
+    /// Wakes the JS thread unless a wake-up is already pending. `false` if it cannot.
+    pub(crate) fn wake(&self) -> bool {
+        if self.scheduled.swap(true, Ordering::AcqRel) {
+            return true;
+        }
+        match self.wake.lock().as_ref() {
+            Some(wake) => wake.call((), ThreadsafeFunctionCallMode::NonBlocking) == Status::Ok,
+            None => false,
+        }
+    }
+
+    /// The JS thread is taking what waits: the next delivery wakes it again.
+    pub(crate) fn answered(&self) {
+        self.scheduled.store(false, Ordering::Release);
+    }
+
+    /// Releases the threadsafe function, so nothing stays registered with Node.
+    pub(crate) fn close(&self) {
+        self.wake.lock().take();
+    }
+}
+
 pub(crate) struct JsEventSink {
     queue: Mutex<Vec<Event>>,
-    scheduled: AtomicBool,
-    wake: Wake,
+    waker: Waker,
 }
 
 impl JsEventSink {
     pub(crate) fn new(wake: Wake) -> Self {
         JsEventSink {
             queue: Mutex::new(Vec::new()),
-            scheduled: AtomicBool::new(false),
-            wake,
+            waker: Waker::new(wake),
         }
     }
 
     /// Takes every queued event, oldest first.
     pub(crate) fn drain(&self) -> Vec<Event> {
-        self.scheduled.store(false, Ordering::Release);
+        self.waker.answered();
         std::mem::take(&mut *self.queue.lock())
+    }
+
+    /// After shutdown: events still queue for `drain`, nobody is woken for them.
+    pub(crate) fn close(&self) {
+        self.waker.close();
     }
 }
 
 impl EventSink for JsEventSink {
     fn deliver(&self, events: Vec<Event>) {
         self.queue.lock().extend(events);
-        if !self.scheduled.swap(true, Ordering::AcqRel) {
-            let status = self.wake.call((), ThreadsafeFunctionCallMode::NonBlocking);
-            if status != Status::Ok {
-                tracing::debug!(
-                    ?status,
-                    "event wake-up not delivered (JS environment closing)"
-                );
-            }
+        if !self.waker.wake() {
+            tracing::debug!("event wake-up not delivered (JS environment closing or closed)");
         }
     }
 }

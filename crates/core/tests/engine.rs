@@ -659,3 +659,42 @@ fn removing_an_executor_counts_an_attempt_for_its_runs_and_they_wait_for_another
     assert_eq!(got, want);
     let _ = sink;
 }
+
+#[test]
+fn leases_of_claims_made_while_the_dispatcher_sleeps_are_still_renewed_and_recovered() {
+    let (engine, sink) = engine(4, 150);
+    let (exec, jobs) = ManualExecutor::new();
+    engine.add_executor(exec, &["js".into()]);
+    engine
+        .register_native(
+            "native:long",
+            Arc::new(|_: &Value, _: &TaskContext| -> HandlerResult {
+                std::thread::sleep(Duration::from_millis(600));
+                Ok(json!("done"))
+            }),
+        )
+        .unwrap();
+    // Let the dispatcher finish its rounds and sleep with nothing to wait for.
+    std::thread::sleep(Duration::from_millis(100));
+    let native = engine
+        .push(vec![spec("native:long", json!(null))])
+        .unwrap()
+        .remove(0);
+    let stalled = engine
+        .push(vec![spec("js", json!(null))])
+        .unwrap()
+        .remove(0);
+    let job = recv(&jobs);
+    // The JS run never renews: recovered (failed, its only attempt) and fenced.
+    sink.wait_status(&stalled.id, TaskStatus::Failed);
+    assert!(!engine
+        .report(
+            &stalled.id,
+            job.token,
+            Outcome::Succeed { output: json!(1) }
+        )
+        .unwrap());
+    // The native run outlives its lease length but is renewed by the engine.
+    sink.wait_status(&native.id, TaskStatus::Succeeded);
+    assert_eq!(engine.read(&native.id).unwrap().output, Some(json!("done")));
+}

@@ -36,13 +36,15 @@ fn run(shared: &Shared, wake: &Receiver<()>) {
                 return;
             }
             let now = now_ms();
-            match shared.dispatch(&mut st, now) {
+            let next = match shared.dispatch(&mut st, now) {
                 Ok(next) => next,
                 Err(err) => {
                     tracing::error!(%err, "dispatch failed; retrying");
                     Some(now + ERROR_PAUSE_MS)
                 }
-            }
+            };
+            st.sleeping_until = next;
+            next
         };
         let woken = match next {
             Some(at) => {
@@ -168,6 +170,13 @@ impl Shared {
         }
         if st.running.is_empty() {
             st.next_renewal = now + (self.config.lease_ms / 3) as Millis;
+        }
+        // The new leases expire (and native ones need renewing) at a time the dispatcher,
+        // if it sleeps, may not know about: wake it once if it would sleep past that time.
+        let needed = st.next_renewal.min(now + self.config.lease_ms as Millis);
+        if st.sleeping_until.is_none_or(|at| at > needed) {
+            st.sleeping_until = Some(needed);
+            self.wake();
         }
         let mut events = Vec::with_capacity(claimed.len());
         let mut jobs = Vec::with_capacity(claimed.len());

@@ -68,6 +68,8 @@ pub(crate) struct State {
     next_renewal: Millis,
     /// Runs whose lease the engine renews itself (native threads).
     native_runs: usize,
+    /// When the dispatcher wakes up by itself (`None`: only when woken).
+    sleeping_until: Option<Millis>,
 }
 
 /// Engine internals shared by the public handle, the dispatcher and the native threads.
@@ -354,6 +356,7 @@ impl Engine {
                     stopped: false,
                     next_renewal: 0,
                     native_runs: 0,
+                    sleeping_until: None,
                 }),
                 idle: Condvar::new(),
                 wake,
