@@ -108,7 +108,8 @@ export interface RawLogEntry {
 
 /** An event as the engine sends it. */
 export interface RawEvent {
-  id: string;
+  /** Not sent by the engine: `convert.ts` derives it. */
+  id?: string;
   uuid: string;
   seq: number;
   taskId: string;

@@ -482,6 +482,8 @@ export class TaskService extends EventEmitter {
           break;
         }
         if (json === '[]') continue;
+        // The engine hands events over in bounded batches: ask again until none wait.
+        this.#drainAgain = true;
         let batch: RawEvent[];
         try {
           batch = JSON.parse(json) as RawEvent[];

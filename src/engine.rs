@@ -23,6 +23,9 @@ use crate::sink::{JsEventSink, Wake};
 
 static NEXT_ID: AtomicU32 = AtomicU32::new(1);
 
+/// Most events one `drainEvents` call returns.
+const DRAIN_BATCH: usize = 512;
+
 /// Engines of this process by id, so worker threads can attach to their service's engine.
 /// Weak: an engine lives as long as its owning `NativeEngine` (or an attached one).
 static ENGINES: LazyLock<Mutex<HashMap<u32, Weak<Engine>>>> = LazyLock::new(Default::default);
@@ -172,13 +175,14 @@ impl NativeEngine {
         to_json(&self.engine.cancel(&id, reason).map_err(to_js)?)
     }
 
-    /// Takes every event waiting for JS, as a JSON array.
+    /// Takes up to 512 waiting events (oldest first) as a JSON array; `"[]"` once none wait.
+    /// Call again until it returns `"[]"`.
     #[napi(catch_unwind)]
     pub fn drain_events(&self) -> napi::Result<String> {
         let Some(sink) = &self.sink else {
             return Ok("[]".into());
         };
-        let events = sink.drain();
+        let events = sink.drain(DRAIN_BATCH);
         if events.is_empty() {
             return Ok("[]".into());
         }

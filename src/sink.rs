@@ -1,6 +1,7 @@
 //! Events to JS: queued here in engine order, then taken in one batch per wake-up of the
 //! owning thread (one JSON string per batch: creating JS objects is the cost, not the call).
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use decaf_tasks_core::{Event, EventSink};
@@ -49,22 +50,25 @@ impl Waker {
 }
 
 pub(crate) struct JsEventSink {
-    queue: Mutex<Vec<Event>>,
+    queue: Mutex<VecDeque<Event>>,
     waker: Waker,
 }
 
 impl JsEventSink {
     pub(crate) fn new(wake: Wake) -> Self {
         JsEventSink {
-            queue: Mutex::new(Vec::new()),
+            queue: Mutex::new(VecDeque::new()),
             waker: Waker::new(wake),
         }
     }
 
-    /// Takes every queued event, oldest first.
-    pub(crate) fn drain(&self) -> Vec<Event> {
+    /// Takes up to `max` queued events, oldest first. Small batches keep every string
+    /// that crosses out of V8's large-object space (fresh pages for each one otherwise).
+    pub(crate) fn drain(&self, max: usize) -> Vec<Event> {
         self.waker.answered();
-        std::mem::take(&mut *self.queue.lock())
+        let mut queue = self.queue.lock();
+        let n = queue.len().min(max);
+        queue.drain(..n).collect()
     }
 
     /// After shutdown: events still queue for `drain`, nobody is woken for them.

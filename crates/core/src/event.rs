@@ -1,7 +1,6 @@
 //! Task events: what the engine tells the world, in causal order per task.
 
-use serde::ser::SerializeStruct;
-use serde::{Deserialize, Serialize, Serializer};
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
 
@@ -42,9 +41,9 @@ pub struct StatusPayload {
     /// The output (present, possibly `null`, when `succeeded`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub output: Option<Value>,
-    /// The error (`failed`, `canceled`, `waiting_retry`).
+    /// The error (`failed`, `canceled`, `waiting_retry`); boxed to keep events small.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub error: Option<TaskError>,
+    pub error: Option<Box<TaskError>>,
     /// When a `waiting_retry` task runs again.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_run_at: Option<Millis>,
@@ -93,7 +92,7 @@ impl EventDraft {
                 status,
                 TaskStatus::Failed | TaskStatus::Canceled | TaskStatus::WaitingRetry
             )
-            .then(|| task.error.clone())
+            .then(|| task.error.clone().map(Box::new))
             .flatten(),
             next_run_at: (status == TaskStatus::WaitingRetry)
                 .then_some(task.next_run_at)
@@ -126,8 +125,9 @@ impl EventDraft {
 }
 
 /// A numbered, persisted event. Serializes as
-/// `{ id: "<taskId>:<classification>:<uuid>", uuid, seq, taskId, ts, classification, payload }`.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+/// `{ uuid, seq, taskId, ts, classification, payload }`; its id,
+/// `"<taskId>:<classification>:<uuid>"` ([`Event::id`]), is derived, not sent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Event {
     /// Unique id of the event.
@@ -176,34 +176,6 @@ impl Event {
     }
 }
 
-struct EventId<'a>(&'a Event);
-
-impl Serialize for EventId<'_> {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let e = self.0;
-        serializer.collect_str(&format_args!(
-            "{}:{}:{}",
-            e.task_id,
-            e.classification.as_str(),
-            e.uuid
-        ))
-    }
-}
-
-impl Serialize for Event {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let mut s = serializer.serialize_struct("Event", 7)?;
-        s.serialize_field("id", &EventId(self))?;
-        s.serialize_field("uuid", &self.uuid)?;
-        s.serialize_field("seq", &self.seq)?;
-        s.serialize_field("taskId", &self.task_id)?;
-        s.serialize_field("ts", &self.ts)?;
-        s.serialize_field("classification", &self.classification)?;
-        s.serialize_field("payload", &self.payload)?;
-        s.end()
-    }
-}
-
 /// Where the engine delivers events once they are persisted. Called with the engine's
 /// commit lock held, so calls arrive in event order: implementations must only queue.
 pub trait EventSink: Send + Sync {
@@ -225,11 +197,12 @@ mod tests {
     use serde_json::json;
 
     #[test]
-    fn serializes_with_a_composite_id() {
+    fn serializes_without_the_derived_id() {
         let task_id: TaskId = "t1".into();
         let e = Event::from_draft(&task_id, 7, 1000, EventDraft::progress(json!({"p": 1})));
         let v = serde_json::to_value(&e).unwrap();
-        assert_eq!(v["id"], json!(format!("t1:progress:{}", e.uuid)));
+        assert_eq!(e.id(), format!("t1:progress:{}", e.uuid));
+        assert!(v.get("id").is_none());
         assert_eq!(v["taskId"], json!("t1"));
         assert_eq!(v["seq"], json!(7));
         assert_eq!(v["payload"], json!({"p": 1}));

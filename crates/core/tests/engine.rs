@@ -698,3 +698,46 @@ fn leases_of_claims_made_while_the_dispatcher_sleeps_are_still_renewed_and_recov
     sink.wait_status(&native.id, TaskStatus::Succeeded);
     assert_eq!(engine.read(&native.id).unwrap().output, Some(json!("done")));
 }
+
+#[test]
+fn native_tasks_waiting_for_a_native_thread_do_not_hold_service_slots() {
+    // 2 native threads (see common::config), 8 slots.
+    let (engine, sink) = engine(8, 10_000);
+    let (exec, jobs) = ManualExecutor::new();
+    engine.add_executor(exec, &["js".into()]);
+    engine
+        .register_native(
+            "native:gate",
+            Arc::new(|_: &Value, ctx: &TaskContext| -> HandlerResult {
+                while !ctx.is_aborted() {
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+                Ok(Value::Null)
+            }),
+        )
+        .unwrap();
+    let natives = engine
+        .push((0..6).map(|_| spec("native:gate", json!(null))).collect())
+        .unwrap();
+    let running = sink.wait_until(|events| {
+        events
+            .iter()
+            .filter(|e| e.status() == Some(TaskStatus::Running))
+            .count()
+            >= 2
+    });
+    assert_eq!(
+        running
+            .iter()
+            .filter(|e| e.status() == Some(TaskStatus::Running))
+            .count(),
+        2,
+        "more native runs than native threads"
+    );
+    // A JS task still gets a slot at once.
+    engine.push(vec![spec("js", json!("js"))]).unwrap();
+    assert_eq!(*recv(&jobs).input, json!("js"));
+    for task in natives {
+        engine.cancel(&task.id, None).unwrap();
+    }
+}

@@ -1,13 +1,11 @@
 //! The dispatcher thread. Event driven: it sleeps until woken (a push, a freed slot, a new
 //! handler) or until the earliest due time, lease expiry or renewal, never polling.
 
-use std::cell::RefCell;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
-use rustc_hash::FxHashMap;
 
 use super::{now_ms, Run, Shared, State};
 use crate::error::Result;
@@ -125,22 +123,7 @@ impl Shared {
 
     pub(super) fn claim(&self, st: &mut State, now: Millis) -> Result<()> {
         let free = self.config.concurrency.saturating_sub(st.running.len());
-        // Free executor capacity per classification, spent as tasks are picked.
-        let budget: RefCell<FxHashMap<String, usize>> = RefCell::default();
-        let can_run = |task: &Task| {
-            let mut budget = budget.borrow_mut();
-            let left = match budget.get_mut(&task.classification) {
-                Some(left) => left,
-                None => budget
-                    .entry(task.classification.clone())
-                    .or_insert_with(|| self.free_capacity(st, &task.classification)),
-            };
-            if *left == 0 {
-                return false;
-            }
-            *left -= 1;
-            true
-        };
+        let budget = |classification: &str| self.free_capacity(st, classification);
         let ClaimBatch {
             claimed,
             dependency_failures,
@@ -149,7 +132,7 @@ impl Shared {
             now,
             owner: &self.config.owner,
             lease_ms: self.config.lease_ms,
-            can_run: &can_run,
+            budget: &budget,
         })?;
         if !dependency_failures.is_empty() {
             // Their own dependents are handed over by the next claim.

@@ -338,7 +338,9 @@ impl Engine {
                     executor: Arc::clone(&native) as Arc<dyn Executor>,
                     engine_renews: true,
                     load: 0,
-                    capacity: usize::MAX,
+                    // One run per native thread: a native task waiting for a thread would
+                    // hold a service slot that an inline or worker task could use.
+                    capacity: threads,
                 },
             );
             Shared {

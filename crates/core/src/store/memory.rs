@@ -41,6 +41,8 @@ enum Slot {
 
 struct Entry {
     task: Task,
+    /// Interned classification (index into `Inner::ready`).
+    class: u32,
     slot: Slot,
     events: Vec<Event>,
     /// Dependencies that have not succeeded yet.
@@ -54,7 +56,10 @@ struct Inner {
     /// moves pointers, not records.
     #[allow(clippy::vec_box)]
     entries: Vec<Box<Entry>>,
-    ready: BTreeSet<ReadyKey>,
+    /// Runnable tasks, one queue per classification (so a claim never scans tasks of a
+    /// classification whose executors are full).
+    ready: Vec<BTreeSet<ReadyKey>>,
+    class_ids: FxHashMap<String, u32>,
     timers: BTreeSet<(Millis, u64)>,
     leases: BTreeSet<(Millis, u64)>,
     active: usize,
@@ -79,10 +84,20 @@ fn slot_of(task: &Task, seq: u64, unmet: usize) -> Slot {
 }
 
 impl Inner {
-    fn unplace(&mut self, slot: Slot) {
+    fn class_id(&mut self, classification: &str) -> u32 {
+        if let Some(&id) = self.class_ids.get(classification) {
+            return id;
+        }
+        let id = self.ready.len() as u32;
+        self.ready.push(BTreeSet::new());
+        self.class_ids.insert(classification.to_owned(), id);
+        id
+    }
+
+    fn unplace(&mut self, class: u32, slot: Slot) {
         match slot {
             Slot::Ready(key) => {
-                self.ready.remove(&key);
+                self.ready[class as usize].remove(&key);
             }
             Slot::Timer(due, seq) => {
                 self.timers.remove(&(due, seq));
@@ -94,10 +109,10 @@ impl Inner {
         }
     }
 
-    fn place(&mut self, slot: Slot) {
+    fn place(&mut self, class: u32, slot: Slot) {
         match slot {
             Slot::Ready(key) => {
-                self.ready.insert(key);
+                self.ready[class as usize].insert(key);
             }
             Slot::Timer(due, seq) => {
                 self.timers.insert((due, seq));
@@ -119,7 +134,7 @@ impl Inner {
             if let Some(entry) = self.entries.get_mut(seq as usize) {
                 let key = (Reverse(entry.task.priority), due, seq);
                 entry.slot = Slot::Ready(key);
-                self.ready.insert(key);
+                self.ready[entry.class as usize].insert(key);
             }
         }
     }
@@ -129,6 +144,58 @@ impl Inner {
             .get(id)
             .and_then(|&seq| self.entries.get(seq as usize))
             .map(|e| &**e)
+    }
+
+    /// The tasks a claim takes: a merge of the per-classification ready queues in runnable
+    /// order, each classification up to its budget, skipping tasks whose lock is held
+    /// (they keep their place; tasks behind them are still taken).
+    fn pick(&self, request: &ClaimRequest<'_>) -> Vec<u64> {
+        struct Queue<'a> {
+            budget: usize,
+            iter: std::collections::btree_set::Iter<'a, ReadyKey>,
+            head: Option<ReadyKey>,
+        }
+        let mut queues: Vec<Queue<'_>> = Vec::new();
+        for (name, &class) in &self.class_ids {
+            let set = &self.ready[class as usize];
+            if set.is_empty() {
+                continue;
+            }
+            let budget = (request.budget)(name);
+            if budget == 0 {
+                continue;
+            }
+            let mut iter = set.iter();
+            let head = iter.next().copied();
+            queues.push(Queue { budget, iter, head });
+        }
+        let mut picked = Vec::new();
+        let mut taken_locks: Vec<&str> = Vec::new();
+        while picked.len() < request.limit {
+            let Some(queue) = queues
+                .iter_mut()
+                .filter(|q| q.budget > 0 && q.head.is_some())
+                .min_by_key(|q| q.head)
+            else {
+                break;
+            };
+            let Some(key) = queue.head else {
+                break;
+            };
+            queue.head = queue.iter.next().copied();
+            let Some(entry) = self.entries.get(key.2 as usize) else {
+                continue;
+            };
+            if let Some(lock) = entry.task.lock.as_deref() {
+                if self.locks.contains_key(lock) || taken_locks.contains(&lock) {
+                    continue;
+                }
+                taken_locks.push(lock);
+            }
+            queue.budget -= 1;
+            picked.push(key.2);
+        }
+        picked
     }
 
     /// Replaces the record of task `seq`, keeping the indexes and the active count right.
@@ -141,6 +208,7 @@ impl Inner {
         let was_running = entry.task.status == TaskStatus::Running;
         let is_running = task.status == TaskStatus::Running;
         let old_slot = entry.slot;
+        let class = entry.class;
         let new_slot = slot_of(&task, seq, entry.unmet);
         entry.task = task;
         entry.slot = new_slot;
@@ -149,8 +217,8 @@ impl Inner {
         let ended =
             (was_active && !is_active).then(|| (TaskId::clone(&entry.task.id), entry.task.status));
         if old_slot != new_slot {
-            self.unplace(old_slot);
-            self.place(new_slot);
+            self.unplace(class, old_slot);
+            self.place(class, new_slot);
         }
         if let Some(lock) = lock {
             if was_running && !is_running && self.locks.get(&lock) == Some(&seq) {
@@ -186,9 +254,10 @@ impl Inner {
                 if entry.unmet == 0 {
                     let old = entry.slot;
                     let new = slot_of(&entry.task, seq, 0);
+                    let class = entry.class;
                     entry.slot = new;
-                    self.unplace(old);
-                    self.place(new);
+                    self.unplace(class, old);
+                    self.place(class, new);
                 }
             } else {
                 self.doomed.push(DependencyFailure {
@@ -265,7 +334,8 @@ impl Store for MemoryStore {
                 }
             }
             let slot = slot_of(task, seq, unmet);
-            inner.place(slot);
+            let class = inner.class_id(&task.classification);
+            inner.place(class, slot);
             if !task.status.is_terminal() {
                 inner.active += 1;
             }
@@ -276,6 +346,7 @@ impl Store for MemoryStore {
             inner.ids.insert(TaskId::clone(&task.id), seq);
             inner.entries.push(Box::new(Entry {
                 task: task.clone(),
+                class,
                 slot,
                 events: own,
                 unmet,
@@ -374,27 +445,7 @@ impl Store for MemoryStore {
     fn claim(&self, request: &ClaimRequest<'_>) -> Result<ClaimBatch> {
         let mut inner = self.inner.lock();
         inner.promote(request.now);
-        let mut picked = Vec::new();
-        let mut taken_locks: Vec<&str> = Vec::new();
-        for key in inner.ready.iter() {
-            if picked.len() >= request.limit {
-                break;
-            }
-            let Some(entry) = inner.entries.get(key.2 as usize) else {
-                continue;
-            };
-            if let Some(lock) = entry.task.lock.as_deref() {
-                if inner.locks.contains_key(lock) || taken_locks.contains(&lock) {
-                    continue;
-                }
-            }
-            if (request.can_run)(&entry.task) {
-                if let Some(lock) = entry.task.lock.as_deref() {
-                    taken_locks.push(lock);
-                }
-                picked.push(key.2);
-            }
-        }
+        let picked = inner.pick(request);
         let mut claimed = Vec::with_capacity(picked.len());
         for seq in picked {
             let Some(entry) = inner.entries.get(seq as usize) else {

@@ -27,8 +27,9 @@ pub struct ClaimRequest<'a> {
     pub owner: &'a str,
     /// Lease length.
     pub lease_ms: u64,
-    /// Whether this engine can run the task (it has a handler for its classification).
-    pub can_run: &'a dyn Fn(&Task) -> bool,
+    /// How many tasks of a classification this engine can start now (free capacity of
+    /// the executors serving it; 0 when it has no handler for it).
+    pub budget: &'a dyn Fn(&str) -> usize,
 }
 
 /// A blocked task one of whose dependencies ended without succeeding.
@@ -108,7 +109,8 @@ pub trait Store: Send + Sync {
     fn append_events(&self, events: &[Event]) -> Result<()>;
 
     /// Leases up to `limit` claimable tasks, highest priority first, then earliest due
-    /// time, then insertion order. It skips tasks `can_run` refuses, tasks whose
+    /// time, then insertion order, at most `budget(classification)` of each
+    /// classification. It skips tasks whose
     /// dependencies have not all succeeded, and tasks whose lock key is held by a running
     /// task (or by one claimed earlier in the same batch), without blocking the tasks
     /// behind them. The returned records are already `running` (see
