@@ -229,6 +229,52 @@ describe('worker pool', () => {
     expect(warnings).toEqual([expect.stringContaining("workerPool.mode is 'browser'")]);
   });
 
+  test('a worker that does not return a timed-out run is terminated and replaced', async () => {
+    const service = pool({}, { timeoutGraceMs: 100 });
+    const warnings = [];
+    service.on('warning', (message) => warnings.push(message));
+    await service.start();
+    const { task, tracker } = await service.push(
+      { classification: 'pool:cpu', input: { ms: 5000 }, timeoutMs: 100 },
+      true,
+    );
+    await expect(tracker.wait()).rejects.toMatchObject({ taskId: task.id });
+    const stored = await service.read(task.id);
+    expect(stored.status).toBe('failed');
+    expect(stored.error.code).toBe('E_TIMEOUT');
+    await waitFor(() => warnings.some((w) => w.includes('terminated')), {
+      what: 'the stuck worker terminated',
+    });
+    await waitFor(() => service.workerCount === 2, { what: 'the pool back to 2 workers' });
+  });
+
+  test('a timed-out run that returns late is dropped and its worker kept', async () => {
+    const service = pool({}, { timeoutGraceMs: 5000 });
+    const warnings = [];
+    service.on('warning', (message) => warnings.push(message));
+    await service.start();
+    const { task, tracker } = await service.push(
+      {
+        classification: 'pool:wait',
+        input: { ms: 200 },
+        timeoutMs: 20,
+        maxAttempts: 2,
+        backoff: { strategy: 'fixed', baseMs: 1, jitter: 'none' },
+      },
+      true,
+    );
+    // Both attempts time out; each late result is dropped.
+    await expect(tracker.wait()).rejects.toMatchObject({ taskId: task.id });
+    const events = await service.events(task.id);
+    expect(events.filter((e) => e.payload.status === 'running')).toHaveLength(2);
+    expect(events.some((e) => e.payload.status === 'succeeded')).toBe(false);
+    // The workers returned the runs: none was terminated.
+    expect(await run(service, { classification: 'pool:chatty', input: { n: 1 } })).toEqual({
+      doubled: 2,
+    });
+    expect(warnings.filter((w) => w.includes('terminated'))).toEqual([]);
+  });
+
   test('bad pool options get precise errors', () => {
     expect(() => new TaskService({ workerPool: { size: -1, modules: [HANDLERS] } })).toThrow(
       RangeError,

@@ -143,13 +143,13 @@ export class InternalError extends DecafTaskError {
 }
 
 /** Why a running handler was aborted. */
-export type AbortReason = 'canceled' | 'lease_lost' | 'shutdown' | 'handler';
+export type AbortReason = 'canceled' | 'lease_lost' | 'shutdown' | 'timeout' | 'handler';
 
 /** The `reason` of an aborted `ctx.signal` (`E_ABORTED`). */
 export class TaskAbortedError extends DecafTaskError {
   /** The task whose run was aborted. */
   readonly taskId: string;
-  /** `'canceled'`, `'lease_lost'`, `'shutdown'`, or `'handler'` (ctx.cancel/retry/reschedule). */
+  /** `'canceled'`, `'lease_lost'`, `'shutdown'`, `'timeout'`, or `'handler'` (ctx.cancel/retry/reschedule). */
   readonly reason: AbortReason;
 
   constructor(taskId: string, reason: AbortReason) {
@@ -167,6 +167,8 @@ function abortMessage(taskId: string, reason: AbortReason): string {
       return `task ${taskId} lost its lease (it may be run again elsewhere)`;
     case 'shutdown':
       return `task ${taskId} was aborted: the service is shutting down`;
+    case 'timeout':
+      return `task ${taskId} ran past its timeoutMs`;
     case 'handler':
       return `task ${taskId}: the handler ended its run (cancel, retry or reschedule)`;
   }

@@ -58,6 +58,8 @@ export interface NativeEngine {
   heartbeat(taskId: string, token: LeaseToken): boolean;
   /** Classifications served by native (Rust) handlers, e.g. `native:cpu`. */
   nativeClassifications(): string[];
+  /** Executors whose timed-out run did not return within the grace period, since the last call. */
+  drainStuck(): number[];
   /** Stops claiming, waits up to `timeoutMs` for running tasks, releases the rest. Idempotent. */
   shutdown(timeoutMs: number): Promise<void>;
 }
@@ -83,6 +85,7 @@ export interface NativeConfig {
   nativeThreads: number;
   adapter: { kind: 'memory' };
   logger?: string;
+  timeoutGraceMs: number;
 }
 
 /** A task as the engine sends it (times in ms). */

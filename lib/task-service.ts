@@ -161,6 +161,7 @@ export class TaskService extends EventEmitter {
       nativeThreads: resolved.nativeThreads,
       adapter: resolved.adapter,
       logger: resolved.logger,
+      timeoutGraceMs: resolved.timeoutGraceMs,
     };
     const logger: BusLogger = {
       error: (msg, ...args) =>
@@ -496,6 +497,7 @@ export class TaskService extends EventEmitter {
         }
         this.#deliver(batch);
       } while (this.#drainAgain);
+      this.#terminateStuck();
     } finally {
       this.#draining = false;
     }
@@ -507,6 +509,27 @@ export class TaskService extends EventEmitter {
         active = 0;
       }
       if (active === 0) this.#keepAlive.release();
+    }
+  }
+
+  /** Executors whose timed-out run never returned: terminate their worker (it is replaced). */
+  #terminateStuck(): void {
+    let stuck: number[];
+    try {
+      stuck = this.#native.drainStuck();
+    } catch {
+      return;
+    }
+    for (const executorId of stuck) {
+      if (this.#pool?.terminateExecutor(executorId) === true) {
+        this.#warn(
+          `a timed-out run did not return within timeoutGraceMs: its worker was terminated`,
+        );
+      } else {
+        this.#warn(
+          `a timed-out run did not return within timeoutGraceMs on executor ${executorId} (inline or native: it cannot be terminated)`,
+        );
+      }
     }
   }
 

@@ -81,6 +81,11 @@ export interface TaskServiceOptions {
   maxPayloadBytes?: number;
   /** Run the handlers of some modules in a pool of worker threads. Default: none. */
   workerPool?: WorkerPoolOptions;
+  /**
+   * After a run's `timeoutMs`, how long its handler may take to return before its worker is
+   * terminated and replaced (inline and native runs are only reported). Default `1000`.
+   */
+  timeoutGraceMs?: number;
 }
 
 /** What a handler module exports: classification → handler. */
@@ -136,6 +141,12 @@ export interface TaskSpec<I = unknown> {
   scheduledTo?: Date | number;
   /** Tasks sharing a lock key never run at the same time. */
   lock?: string;
+  /**
+   * Longest a run may take, in ms: past it the run counts as a failed attempt (`E_TIMEOUT`,
+   * retried under `maxAttempts`) and its `ctx.signal` aborts. A worker that does not return
+   * the run within `timeoutGraceMs` is terminated and replaced.
+   */
+  timeoutMs?: number;
   /** Ids of tasks that must succeed before this one runs. */
   dependencies?: string[];
   /** `'atomic'` (default) or `'composite'`. */
@@ -182,6 +193,7 @@ export interface Task<I = unknown, O = unknown> {
   scheduledTo?: Date;
   dependencies: string[];
   lock?: string;
+  timeoutMs?: number;
   leaseOwner?: string;
   leaseExpiry?: Date;
   leaseToken: LeaseToken;

@@ -186,6 +186,7 @@ export interface ResolvedOptions {
   logger: EngineLogLevel;
   maxPayloadBytes: number;
   workerPool: ResolvedWorkerPoolOptions | undefined;
+  timeoutGraceMs: number;
 }
 
 /** `options.workerPool` with its defaults applied (modules resolved to absolute paths). */
@@ -294,6 +295,7 @@ const OPTION_KEYS: readonly (keyof TaskServiceOptions)[] = [
   'logger',
   'maxPayloadBytes',
   'workerPool',
+  'timeoutGraceMs',
 ];
 
 const ENGINE_LOG_LEVELS = Object.values(EngineLogLevel);
@@ -359,6 +361,9 @@ export function validateOptions(options: unknown): ResolvedOptions {
       ? integer(o.maxPayloadBytes, 'options.maxPayloadBytes', BYTES)
       : DEFAULTS.maxPayloadBytes,
     workerPool: has('workerPool') ? validateWorkerPool(o.workerPool) : undefined,
+    timeoutGraceMs: has('timeoutGraceMs')
+      ? integer(o.timeoutGraceMs, 'options.timeoutGraceMs', NON_NEGATIVE_MS)
+      : 1000,
   };
 }
 
@@ -377,6 +382,7 @@ const SPEC_KEYS: readonly (keyof TaskSpec)[] = [
   'dependencies',
   'atomicity',
   'steps',
+  'timeoutMs',
 ];
 
 const STEP_KEYS = [
@@ -501,6 +507,8 @@ export function prepareSpec(
   if (s.scheduledTo !== undefined)
     out.scheduledTo = validateDate(s.scheduledTo, `${path}.scheduledTo`);
   if (s.lock !== undefined) out.lock = nonEmptyString(s.lock, `${path}.lock`, DEFAULTS.maxKeyBytes);
+  if (s.timeoutMs !== undefined)
+    out.timeoutMs = integer(s.timeoutMs, `${path}.timeoutMs`, POSITIVE);
   if (s.dependencies !== undefined) {
     out.dependencies = stringArray(s.dependencies, `${path}.dependencies`);
   }

@@ -80,6 +80,21 @@ export class WorkerPool {
     }
   }
 
+  /**
+   * Terminates the worker of executor `executorId` (stuck on a timed-out run); it is
+   * replaced like any dead worker. `false` if no worker has that executor.
+   */
+  terminateExecutor(executorId: number): boolean {
+    for (const slot of this.#slots) {
+      if (slot.executorId === executorId) {
+        slot.exitReason = 'terminated: a timed-out run did not return';
+        void slot.worker.terminate();
+        return true;
+      }
+    }
+    return false;
+  }
+
   /** Terminates every worker (their leases were released by the engine's shutdown). */
   async close(): Promise<void> {
     this.#closing = true;

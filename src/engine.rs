@@ -46,6 +46,7 @@ struct Config {
     native_threads: Option<usize>,
     adapter: Option<AdapterConfig>,
     logger: Option<String>,
+    timeout_grace_ms: Option<u64>,
 }
 
 fn engine_config(config: &Config, id: u32) -> EngineConfig {
@@ -59,6 +60,7 @@ fn engine_config(config: &Config, id: u32) -> EngineConfig {
             .clone()
             .unwrap_or_else(|| format!("{}:{id}", defaults.owner)),
         native_threads: config.native_threads.unwrap_or(defaults.native_threads),
+        timeout_grace_ms: config.timeout_grace_ms.unwrap_or(defaults.timeout_grace_ms),
     }
 }
 
@@ -187,6 +189,21 @@ impl NativeEngine {
             return Ok("[]".into());
         }
         to_json(&events)
+    }
+
+    /// Executors whose timed-out run did not return within the grace period (ids), since
+    /// the last call. The owner of a worker executor terminates that worker.
+    #[napi(catch_unwind)]
+    pub fn drain_stuck(&self) -> Vec<u32> {
+        self.sink
+            .as_ref()
+            .map(|sink| {
+                sink.drain_stuck()
+                    .into_iter()
+                    .filter_map(|id| u32::try_from(id).ok())
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     /// Tasks that have not ended.

@@ -51,6 +51,7 @@ impl Waker {
 
 pub(crate) struct JsEventSink {
     queue: Mutex<VecDeque<Event>>,
+    stuck: Mutex<Vec<u64>>,
     waker: Waker,
 }
 
@@ -58,6 +59,7 @@ impl JsEventSink {
     pub(crate) fn new(wake: Wake) -> Self {
         JsEventSink {
             queue: Mutex::new(VecDeque::new()),
+            stuck: Mutex::new(Vec::new()),
             waker: Waker::new(wake),
         }
     }
@@ -69,6 +71,11 @@ impl JsEventSink {
         let mut queue = self.queue.lock();
         let n = queue.len().min(max);
         queue.drain(..n).collect()
+    }
+
+    /// Executors reported stuck since the last call.
+    pub(crate) fn drain_stuck(&self) -> Vec<u64> {
+        std::mem::take(&mut *self.stuck.lock())
     }
 
     /// After shutdown: events still queue for `drain`, nobody is woken for them.
@@ -83,5 +90,10 @@ impl EventSink for JsEventSink {
         if !self.waker.wake() {
             tracing::debug!("event wake-up not delivered (JS environment closing or closed)");
         }
+    }
+
+    fn executor_stuck(&self, executor: decaf_tasks_core::ExecutorId) {
+        self.stuck.lock().push(executor);
+        self.waker.wake();
     }
 }

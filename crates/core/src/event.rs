@@ -181,6 +181,10 @@ impl Event {
 pub trait EventSink: Send + Sync {
     /// Takes a batch of events, in order.
     fn deliver(&self, events: Vec<Event>);
+
+    /// An executor did not return a timed-out run within the grace period: its thread is
+    /// stuck (a worker can be terminated and replaced). The default ignores it.
+    fn executor_stuck(&self, _executor: crate::executor::ExecutorId) {}
 }
 
 /// A sink that drops everything.

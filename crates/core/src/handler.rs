@@ -87,6 +87,7 @@ impl StopFlag {
             StopReason::Canceled => 1,
             StopReason::LeaseLost => 2,
             StopReason::Shutdown => 3,
+            StopReason::Timeout => 4,
         };
         let _ = self
             .0
@@ -98,6 +99,7 @@ impl StopFlag {
             1 => Some(StopReason::Canceled),
             2 => Some(StopReason::LeaseLost),
             3 => Some(StopReason::Shutdown),
+            4 => Some(StopReason::Timeout),
             _ => None,
         }
     }

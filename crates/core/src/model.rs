@@ -252,6 +252,9 @@ pub struct TaskSpec {
     /// Steps of a composite task.
     #[serde(default)]
     pub steps: Option<Vec<StepSpec>>,
+    /// Longest a run may take before it counts as failed (`E_TIMEOUT`).
+    #[serde(default)]
+    pub timeout_ms: Option<u64>,
 }
 
 impl TaskSpec {
@@ -269,6 +272,7 @@ impl TaskSpec {
             dependencies: None,
             atomicity: None,
             steps: None,
+            timeout_ms: None,
         }
     }
 }
@@ -315,6 +319,9 @@ pub struct Task {
     /// Lock key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lock: Option<String>,
+    /// Longest a run may take.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
     /// Who holds the lease.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lease_owner: Option<String>,

@@ -45,6 +45,9 @@ pub fn validate(spec: &TaskSpec) -> Result<()> {
     if spec.max_attempts == Some(0) {
         return Err(invalid("maxAttempts must be a positive integer".into()));
     }
+    if spec.timeout_ms == Some(0) {
+        return Err(invalid("timeoutMs must be a positive integer".into()));
+    }
     if let Some(backoff) = &spec.backoff {
         check_backoff("backoff", backoff)?;
     }

@@ -46,6 +46,8 @@ pub enum StopReason {
     LeaseLost,
     /// The engine shut down.
     Shutdown,
+    /// The run took longer than the task's `timeoutMs`.
+    Timeout,
 }
 
 impl StopReason {
@@ -55,6 +57,7 @@ impl StopReason {
             StopReason::Canceled => "canceled",
             StopReason::LeaseLost => "lease_lost",
             StopReason::Shutdown => "shutdown",
+            StopReason::Timeout => "timeout",
         }
     }
 }
@@ -83,6 +86,7 @@ pub fn create(spec: TaskSpec, id: TaskId, now: Millis) -> Change {
         scheduled_to: spec.scheduled_to,
         dependencies: spec.dependencies.unwrap_or_default(),
         lock: spec.lock,
+        timeout_ms: spec.timeout_ms,
         lease_owner: None,
         lease_expiry: None,
         lease_token: 0,

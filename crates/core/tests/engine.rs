@@ -741,3 +741,74 @@ fn native_tasks_waiting_for_a_native_thread_do_not_hold_service_slots() {
         engine.cancel(&task.id, None).unwrap();
     }
 }
+
+#[test]
+fn a_run_past_its_timeout_fails_its_attempt_and_a_stuck_executor_is_reported() {
+    let (engine, sink) = common::engine_with(decaf_tasks_core::EngineConfig {
+        timeout_grace_ms: 150,
+        ..common::config(4, 10_000)
+    });
+    let (exec, jobs) = ManualExecutor::new();
+    let id = engine.add_executor(exec.clone(), &["js".into()]);
+    let mut s = spec("js", json!(null));
+    s.timeout_ms = Some(100);
+    s.max_attempts = Some(2);
+    s.backoff = Some(Backoff {
+        base_ms: 0,
+        max_ms: 0,
+        ..Backoff::default()
+    });
+    let task = engine.push(vec![s]).unwrap().remove(0);
+    let first = recv(&jobs);
+    let second = recv(&jobs);
+    assert_eq!(second.attempt, 2);
+    let stored = engine.read(&task.id).unwrap();
+    assert_eq!(stored.status, TaskStatus::Running);
+    assert!(exec
+        .aborts
+        .lock()
+        .contains(&(task.id.to_string(), first.token, StopReason::Timeout)));
+    let retry = sink.wait_status(&task.id, TaskStatus::WaitingRetry);
+    let retry = retry
+        .iter()
+        .find(|e| e.status() == Some(TaskStatus::WaitingRetry))
+        .unwrap();
+    assert_eq!(retry.payload.to_json()["error"]["code"], json!("E_TIMEOUT"));
+    // The second run returns in time; the first never does: its executor is stuck.
+    engine
+        .report(
+            &task.id,
+            second.token,
+            Outcome::Succeed { output: json!(2) },
+        )
+        .unwrap();
+    sink.wait_status(&task.id, TaskStatus::Succeeded);
+    assert_eq!(sink.wait_stuck(), [id]);
+}
+
+#[test]
+fn a_timed_out_run_that_returns_within_the_grace_is_not_reported_stuck() {
+    let (engine, sink) = common::engine_with(decaf_tasks_core::EngineConfig {
+        timeout_grace_ms: 300,
+        ..common::config(4, 10_000)
+    });
+    let (exec, jobs) = ManualExecutor::new();
+    engine.add_executor(exec, &["js".into()]);
+    let mut s = spec("js", json!(null));
+    s.timeout_ms = Some(50);
+    let task = engine.push(vec![s]).unwrap().remove(0);
+    let job = recv(&jobs);
+    sink.wait_status(&task.id, TaskStatus::Failed);
+    assert!(!engine
+        .report(&task.id, job.token, Outcome::Succeed { output: json!(1) })
+        .unwrap());
+    // Past the grace, nothing was reported.
+    let mut probe = spec("js", json!("probe"));
+    probe.scheduled_to = Some(now_ms() + 400);
+    let probe = engine.push(vec![probe]).unwrap().remove(0);
+    let job = recv(&jobs);
+    engine
+        .report(&probe.id, job.token, Outcome::Succeed { output: json!(1) })
+        .unwrap();
+    assert!(sink.stuck.lock().is_empty());
+}

@@ -15,6 +15,8 @@ pub struct EngineConfig {
     pub owner: String,
     /// Threads running native handlers.
     pub native_threads: usize,
+    /// How long a timed-out run may take to return before its executor is reported stuck.
+    pub timeout_grace_ms: u64,
 }
 
 impl Default for EngineConfig {
@@ -27,6 +29,7 @@ impl Default for EngineConfig {
             native_threads: std::thread::available_parallelism()
                 .map(|n| n.get())
                 .unwrap_or(2),
+            timeout_grace_ms: 1000,
         }
     }
 }

@@ -7,11 +7,11 @@ use std::time::Duration;
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 
-use super::{now_ms, Run, Shared, State};
+use super::{now_ms, Overdue, Run, Shared, State};
 use crate::error::Result;
 use crate::event::EventDraft;
 use crate::executor::{ExecutorId, Job};
-use crate::model::{Millis, Task, TaskId};
+use crate::model::{Millis, Task, TaskError, TaskId};
 use crate::state::{self, StopReason};
 use crate::store::{ClaimBatch, ClaimRequest, DependencyFailure};
 
@@ -61,6 +61,8 @@ impl Shared {
     /// One round: recover expired leases, renew native runs, claim into free slots.
     /// Returns when the next round is due without a wake-up.
     fn dispatch(&self, st: &mut State, now: Millis) -> Result<Option<Millis>> {
+        self.time_out_runs(st, now)?;
+        self.report_stuck(st, now);
         self.recover_expired(st, now)?;
         self.renew_native_runs(st, now)?;
         if st.claiming {
@@ -73,7 +75,60 @@ impl Shared {
         if st.native_runs > 0 {
             next = Some(next.map_or(st.next_renewal, |n| n.min(st.next_renewal)));
         }
-        Ok(next)
+        let deadline = st.deadlines.first().map(|&(at, _, _)| at);
+        let grace = st.overdue.iter().map(|o| o.grace_until).min();
+        Ok([next, deadline, grace].into_iter().flatten().min())
+    }
+
+    /// Runs past their task's `timeoutMs`: a failed attempt (`E_TIMEOUT`), retried under
+    /// `maxAttempts`; the runner is told to stop and has `timeout_grace_ms` to return.
+    fn time_out_runs(&self, st: &mut State, now: Millis) -> Result<()> {
+        while let Some(&(deadline, token, ref id)) = st.deadlines.first() {
+            if deadline > now {
+                break;
+            }
+            let id = TaskId::clone(id);
+            st.deadlines.pop_first();
+            let Some(run) = self.end_run(st, &id, Some(token)) else {
+                continue;
+            };
+            let timeout = self
+                .store
+                .get(&id)?
+                .and_then(|t| t.timeout_ms)
+                .unwrap_or_default();
+            let error = TaskError::new(format!("task {id} timed out after {timeout} ms"))
+                .with_code("E_TIMEOUT");
+            let unit = fastrand::f64();
+            let _ = self.commit(st, &id, now, |t| {
+                state::fail(t, token, error.clone(), now, unit)
+            })?;
+            self.abort_run(st, &id, &run, StopReason::Timeout);
+            st.overdue.push(Overdue {
+                grace_until: now + self.config.timeout_grace_ms as Millis,
+                executor: run.executor,
+                task_id: id,
+                token,
+            });
+        }
+        Ok(())
+    }
+
+    /// Timed-out runs still not returned after the grace period: their executor is stuck.
+    fn report_stuck(&self, st: &mut State, now: Millis) {
+        if st.overdue.is_empty() {
+            return;
+        }
+        let (stuck, waiting): (Vec<Overdue>, Vec<Overdue>) = std::mem::take(&mut st.overdue)
+            .into_iter()
+            .partition(|o| o.grace_until <= now);
+        st.overdue = waiting;
+        for o in stuck {
+            if st.executors.contains_key(&o.executor) {
+                tracing::warn!(task = %o.task_id, executor = o.executor, "a timed-out run did not return: executor stuck");
+                self.sink.executor_stuck(o.executor);
+            }
+        }
     }
 
     /// A lease that ran out means its runner is gone or stuck: the task counts a failed
@@ -156,7 +211,10 @@ impl Shared {
         }
         // The new leases expire (and native ones need renewing) at a time the dispatcher,
         // if it sleeps, may not know about: wake it once if it would sleep past that time.
-        let needed = st.next_renewal.min(now + self.config.lease_ms as Millis);
+        let mut needed = st.next_renewal.min(now + self.config.lease_ms as Millis);
+        if let Some(&(deadline, _, _)) = st.deadlines.first() {
+            needed = needed.min(deadline);
+        }
         if st.sleeping_until.is_none_or(|at| at > needed) {
             st.sleeping_until = Some(needed);
             self.wake();
@@ -169,11 +227,19 @@ impl Shared {
                 tracing::error!(task = %task.id, "claimed a task no executor serves");
                 continue;
             };
+            let deadline = task
+                .timeout_ms
+                .map(|ms| now.saturating_add(ms.min(i64::MAX as u64) as Millis));
+            if let Some(at) = deadline {
+                st.deadlines
+                    .insert((at, task.lease_token, TaskId::clone(&task.id)));
+            }
             st.running.insert(
                 TaskId::clone(&task.id),
                 Run {
                     token: task.lease_token,
                     executor,
+                    deadline,
                 },
             );
             if let Some(entry) = st.executors.get_mut(&executor) {

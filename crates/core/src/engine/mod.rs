@@ -44,6 +44,16 @@ const NATIVE_EXECUTOR: ExecutorId = 0;
 struct Run {
     token: u64,
     executor: ExecutorId,
+    /// When the run times out (`timeoutMs`).
+    deadline: Option<Millis>,
+}
+
+/// A timed-out run whose executor has not returned it yet.
+struct Overdue {
+    grace_until: Millis,
+    executor: ExecutorId,
+    task_id: TaskId,
+    token: u64,
 }
 
 struct ExecutorEntry {
@@ -70,6 +80,10 @@ pub(crate) struct State {
     native_runs: usize,
     /// When the dispatcher wakes up by itself (`None`: only when woken).
     sleeping_until: Option<Millis>,
+    /// Run deadlines: `(deadline, token, task)`.
+    deadlines: std::collections::BTreeSet<(Millis, u64, TaskId)>,
+    /// Timed-out runs not returned yet.
+    overdue: Vec<Overdue>,
 }
 
 /// Engine internals shared by the public handle, the dispatcher and the native threads.
@@ -146,6 +160,10 @@ impl Shared {
             return None;
         }
         let run = st.running.remove(id)?;
+        if let Some(deadline) = run.deadline {
+            st.deadlines
+                .remove(&(deadline, run.token, TaskId::from(id)));
+        }
         if let Some(entry) = st.executors.get_mut(&run.executor) {
             entry.load = entry.load.saturating_sub(1);
         }
@@ -211,6 +229,11 @@ impl Shared {
         outcome: &Outcome,
         now: Millis,
     ) -> Result<bool> {
+        if !st.overdue.is_empty() {
+            // A timed-out run came back, late: its executor is not stuck.
+            st.overdue
+                .retain(|o| !(o.token == token && &*o.task_id == id));
+        }
         let unit = fastrand::f64();
         let result = self.commit(st, id, now, |task| match outcome {
             Outcome::Succeed { output } => state::succeed(task, token, output.clone(), now),
@@ -359,6 +382,8 @@ impl Engine {
                     next_renewal: 0,
                     native_runs: 0,
                     sleeping_until: None,
+                    deadlines: Default::default(),
+                    overdue: Vec::new(),
                 }),
                 idle: Condvar::new(),
                 wake,

@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 use decaf_tasks_core::{
-    Engine, EngineConfig, Event, EventSink, Executor, Job, MemoryStore, StopReason, TaskStatus,
+    Engine, EngineConfig, Event, EventSink, Executor, ExecutorId, Job, MemoryStore, StopReason,
+    TaskStatus,
 };
 use parking_lot::{Condvar, Mutex};
 
@@ -18,11 +19,17 @@ pub const WAIT: Duration = Duration::from_secs(10);
 pub struct RecordingSink {
     events: Mutex<Vec<Event>>,
     changed: Condvar,
+    pub stuck: Mutex<Vec<ExecutorId>>,
 }
 
 impl EventSink for RecordingSink {
     fn deliver(&self, events: Vec<Event>) {
         self.events.lock().extend(events);
+        self.changed.notify_all();
+    }
+
+    fn executor_stuck(&self, executor: ExecutorId) {
+        self.stuck.lock().push(executor);
         self.changed.notify_all();
     }
 }
@@ -47,6 +54,22 @@ impl RecordingSink {
             );
         }
         events.clone()
+    }
+
+    /// Waits until an executor is reported stuck.
+    pub fn wait_stuck(&self) -> Vec<ExecutorId> {
+        let deadline = Instant::now() + WAIT;
+        let mut events = self.events.lock();
+        loop {
+            let stuck = self.stuck.lock().clone();
+            if !stuck.is_empty() {
+                return stuck;
+            }
+            assert!(
+                !self.changed.wait_until(&mut events, deadline).timed_out(),
+                "no executor reported stuck"
+            );
+        }
     }
 
     /// Waits for a status event `status` of `task_id`.
@@ -108,9 +131,13 @@ pub fn config(concurrency: usize, lease_ms: u64) -> EngineConfig {
 }
 
 pub fn engine(concurrency: usize, lease_ms: u64) -> (Engine, Arc<RecordingSink>) {
+    engine_with(config(concurrency, lease_ms))
+}
+
+pub fn engine_with(config: EngineConfig) -> (Engine, Arc<RecordingSink>) {
     let sink = Arc::new(RecordingSink::default());
     let engine = Engine::new(
-        config(concurrency, lease_ms),
+        config,
         Arc::new(MemoryStore::new()),
         Arc::clone(&sink) as Arc<dyn EventSink>,
     )
