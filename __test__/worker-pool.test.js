@@ -171,6 +171,24 @@ describe('worker pool', () => {
     await waitFor(() => service.workerCount === 2, { what: 'the pool back to 2 workers' });
   });
 
+  test('replacements of dead workers are rate limited (restart.maxPerMinute)', async () => {
+    const service = pool({ size: 1, restart: { maxPerMinute: 1 } });
+    const warnings = [];
+    service.on('warning', (message) => warnings.push(message));
+    await service.start();
+    const spec = {
+      classification: 'pool:exit',
+      maxAttempts: 2,
+      backoff: { strategy: 'fixed', baseMs: 5, jitter: 'none' },
+    };
+    await service.pushMany([spec, spec]);
+    await waitFor(() => warnings.some((w) => w.includes('restart limit reached')), {
+      what: 'the restart limit',
+    });
+    expect(warnings.filter((w) => w.includes('starting a replacement'))).toHaveLength(1);
+    expect(service.workerCount).toBe(0);
+  });
+
   test('a module that throws on load: start() rejects naming it, no respawn loop', async () => {
     const service = makeService({ workerPool: { size: 2, modules: [THROWS] } });
     const err = await service.start().catch((e) => e);

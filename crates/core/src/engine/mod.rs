@@ -325,9 +325,12 @@ impl Shared {
 ///     Ok(json!(input.as_i64().unwrap_or(0) * 2))
 /// })).unwrap();
 /// let task = engine.push(vec![TaskSpec::new("native:double", json!(21))]).unwrap().remove(0);
-/// # std::thread::sleep(std::time::Duration::from_millis(100));
-/// # assert_eq!(engine.read(&task.id).unwrap().output, Some(json!(42)));
-/// engine.shutdown(std::time::Duration::from_secs(1)).unwrap();
+/// // Graceful shutdown waits for the running task (up to the timeout).
+/// # while engine.read(&task.id).unwrap().status == decaf_tasks_core::TaskStatus::Pending {
+/// #     std::thread::yield_now();
+/// # }
+/// engine.shutdown(std::time::Duration::from_secs(5)).unwrap();
+/// assert_eq!(engine.read(&task.id).unwrap().output, Some(json!(42)));
 /// ```
 pub struct Engine {
     shared: Arc<Shared>,
