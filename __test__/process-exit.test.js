@@ -52,6 +52,11 @@ describe('process exit (child processes, no shutdown() call)', () => {
     expect(stderr).not.toMatch(/DecafTasksWarning/);
   });
 
+  test('a worker pool never shut down lets the process exit once its task is done', async () => {
+    const { stdout } = await scenario('pool-task');
+    expect(jsonLines(stdout)).toEqual([{ scenario: 'pool-task', output: { doubled: 8 } }]);
+  });
+
   test('two services in one process, none shut down, let it exit', async () => {
     const { stdout } = await scenario('two-services');
     expect(jsonLines(stdout)).toEqual([

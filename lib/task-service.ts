@@ -137,6 +137,7 @@ export class TaskService extends EventEmitter {
   #pool: WorkerPool | undefined;
   /** Settles once the worker pool is up (undefined without a pool). */
   #ready: Promise<void> | undefined;
+  #poolUp = false;
   #closed = false;
   #shutdown: Promise<void> | undefined;
   #uninstallSignals: (() => void) | undefined;
@@ -263,7 +264,16 @@ export class TaskService extends EventEmitter {
 
   /** Waits for the pool (if any) before work that needs its classifications. */
   async #whenReady(): Promise<void> {
-    if (this.#ready !== undefined) await this.#ready;
+    if (this.#ready === undefined) return;
+    if (this.#poolUp) return;
+    // Workers are unref'd: while someone waits for them to start, keep the process alive.
+    const hold = setInterval(() => {}, 2 ** 30);
+    try {
+      await this.#ready;
+      this.#poolUp = true;
+    } finally {
+      clearInterval(hold);
+    }
   }
 
   /**

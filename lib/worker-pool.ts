@@ -110,9 +110,6 @@ export class WorkerPool {
       });
       const slot: Slot = { worker, executorId: undefined, exitReason: undefined };
       this.#slots.add(slot);
-      // The pool never keeps the process alive: the service's keep-alive does while tasks
-      // are active.
-      worker.unref();
       worker.on('message', (msg: WorkerReport) => {
         if (msg.type === 'ready') {
           slot.executorId = msg.executorId;
@@ -144,6 +141,9 @@ export class WorkerPool {
         }
         if (this.#started && !this.#closing) this.#replace(reason);
       });
+      // The pool never keeps the process alive: the service's keep-alive does while tasks
+      // are active. After the listeners: attaching a 'message' listener refs the port again.
+      worker.unref();
     });
   }
 
