@@ -118,7 +118,7 @@ export class InlineExecutor {
    * Successful outcomes waiting to be reported together (`[taskId, token, outcome]` JSON
    * fragments): one native call and one refill of the freed slots per batch, not per task.
    */
-  #successes: string[] = [];
+  #successes: { taskId: string; token: LeaseToken; outcome: string; json: string }[] = [];
   #flushScheduled = false;
   readonly #flush = (): void => this.#flushSuccesses();
 
@@ -186,9 +186,16 @@ export class InlineExecutor {
       this.#warnUnlessShutdown(err);
       return;
     }
+    // A run whose abort is in the same batch never starts (it was canceled, released or
+    // timed out before this thread got to it).
+    let aborted: Set<string> | undefined;
     for (const msg of messages) {
-      if (msg.type === 'run') this.#start(msg);
-      else if (msg.type === 'abort') this.#abort(msg);
+      if (msg.type === 'abort') (aborted ??= new Set()).add(runKey(msg.taskId, msg.token));
+    }
+    for (const msg of messages) {
+      if (msg.type === 'run') {
+        if (aborted?.has(runKey(msg.taskId, msg.token)) !== true) this.#start(msg);
+      } else if (msg.type === 'abort') this.#abort(msg);
     }
     this.#flushSuccesses();
   }
@@ -197,10 +204,30 @@ export class InlineExecutor {
   #flushSuccesses(): void {
     this.#flushScheduled = false;
     if (this.#successes.length === 0) return;
-    const json = `[${this.#successes.join(',')}]`;
+    const batch = this.#successes;
     this.#successes = [];
     try {
-      this.native.reportMany(json);
+      this.native.reportMany(`[${batch.map((s) => s.json).join(',')}]`);
+    } catch {
+      // One bad entry must not lose the others: report them one by one.
+      for (const { taskId, token, outcome } of batch) {
+        try {
+          this.native.report(taskId, token, outcome);
+        } catch (err) {
+          this.#reportBare(taskId, token, err);
+        }
+      }
+    }
+  }
+
+  /** Records a failure with a bare message when the engine refused a report. */
+  #reportBare(taskId: string, token: LeaseToken, cause: unknown): void {
+    const error: TaskError = {
+      message: `the run's result could not be recorded: ${fromNative(cause).message}`,
+      code: 'E_OUTPUT_NOT_JSON',
+    };
+    try {
+      this.native.report(taskId, token, JSON.stringify({ kind: 'fail', error }));
     } catch (err) {
       this.#warn(fromNative(err));
     }
@@ -231,8 +258,10 @@ export class InlineExecutor {
   /** Ends every run still in progress (after the engine shut down) and stops the timer. */
   close(): void {
     if (this.#closed) return;
-    this.onWork();
+    // Runs still queued were released by the engine's shutdown: start none of them.
     this.#closed = true;
+    this.onWork();
+    this.#flushSuccesses();
     for (const run of this.#running.values()) {
       run.ended = true;
       run.abort('shutdown');
@@ -312,7 +341,9 @@ export class InlineExecutor {
   #abort(msg: AbortMessage): void {
     const run = this.#running.get(runKey(msg.taskId, msg.token));
     if (run === undefined) return;
-    this.#endRun(run);
+    // After a timeout the run stays: when the handler returns, its (dropped) report tells
+    // the engine this thread is not stuck.
+    if (msg.reason !== 'timeout') this.#endRun(run);
     run.abort(msg.reason);
   }
 
@@ -331,9 +362,13 @@ export class InlineExecutor {
     // of promises. Logs written by the run were recorded before, so they stay first.
     if (run.ended) return;
     this.#endRun(run);
-    this.#successes.push(
-      `[${JSON.stringify(run.taskId)},${run.token},{"kind":"succeed","output":${json}}]`,
-    );
+    const outcome = `{"kind":"succeed","output":${json}}`;
+    this.#successes.push({
+      taskId: run.taskId,
+      token: run.token,
+      outcome,
+      json: `[${JSON.stringify(run.taskId)},${run.token},${outcome}]`,
+    });
     if (!this.#flushScheduled) {
       this.#flushScheduled = true;
       queueMicrotask(this.#flush);

@@ -95,6 +95,12 @@ function findNonJson(value: unknown): NonJson | undefined {
   return reason === undefined ? undefined : { path, reason };
 }
 
+/**
+ * Deepest nesting accepted: the engine's JSON parser stops at 128 levels, and payloads are
+ * wrapped in a few levels of their own on the way.
+ */
+export const MAX_JSON_DEPTH = 100;
+
 /** Depth-first walk; on failure `path` holds the keys down to the offending value. */
 function walk(
   value: unknown,
@@ -105,6 +111,7 @@ function walk(
   if (reason !== undefined) return reason;
   if (typeof value !== 'object' || value === null) return undefined;
   if (ancestors.has(value)) return 'is a circular reference';
+  if (path.length >= MAX_JSON_DEPTH) return `nests more than ${MAX_JSON_DEPTH} levels deep`;
   ancestors.add(value);
   if (Array.isArray(value)) {
     for (let i = 0; i < value.length; i++) {

@@ -86,6 +86,7 @@ export interface NativeConfig {
   adapter: { kind: 'memory' };
   logger?: string;
   timeoutGraceMs: number;
+  retention: { completedMs?: number; failedMs?: number };
 }
 
 /** A task as the engine sends it (times in ms). */
@@ -139,7 +140,7 @@ export interface AbortMessage {
   type: 'abort';
   taskId: string;
   token: LeaseToken;
-  reason: 'canceled' | 'lease_lost' | 'shutdown';
+  reason: 'canceled' | 'lease_lost' | 'shutdown' | 'timeout';
 }
 
 /** What `take()` returns (as JSON). */

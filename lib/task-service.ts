@@ -163,6 +163,7 @@ export class TaskService extends EventEmitter {
       adapter: resolved.adapter,
       logger: resolved.logger,
       timeoutGraceMs: resolved.timeoutGraceMs,
+      retention: resolved.retention,
     };
     const logger: BusLogger = {
       error: (msg, ...args) =>

@@ -86,6 +86,12 @@ export interface TaskServiceOptions {
    * terminated and replaced (inline and native runs are only reported). Default `1000`.
    */
   timeoutGraceMs?: number;
+  /**
+   * How long ended tasks (and their events) are kept: `completedMs` for succeeded tasks,
+   * `failedMs` for failed and canceled ones. Omitted: forever (the default). A purged task
+   * reads as not found. Long-running services on the in-memory store want this.
+   */
+  retention?: { completedMs?: number; failedMs?: number };
 }
 
 /** What a handler module exports: classification → handler. */

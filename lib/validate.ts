@@ -187,6 +187,20 @@ export interface ResolvedOptions {
   maxPayloadBytes: number;
   workerPool: ResolvedWorkerPoolOptions | undefined;
   timeoutGraceMs: number;
+  retention: { completedMs?: number; failedMs?: number };
+}
+
+function validateRetention(value: unknown): { completedMs?: number; failedMs?: number } {
+  const r = plainObject(value, 'options.retention');
+  checkKeys(r, 'options.retention', ['completedMs', 'failedMs'], 'a retention option');
+  const out: { completedMs?: number; failedMs?: number } = {};
+  if (r.completedMs !== undefined) {
+    out.completedMs = integer(r.completedMs, 'options.retention.completedMs', NON_NEGATIVE_MS);
+  }
+  if (r.failedMs !== undefined) {
+    out.failedMs = integer(r.failedMs, 'options.retention.failedMs', NON_NEGATIVE_MS);
+  }
+  return out;
 }
 
 /** `options.workerPool` with its defaults applied (modules resolved to absolute paths). */
@@ -296,6 +310,7 @@ const OPTION_KEYS: readonly (keyof TaskServiceOptions)[] = [
   'maxPayloadBytes',
   'workerPool',
   'timeoutGraceMs',
+  'retention',
 ];
 
 const ENGINE_LOG_LEVELS = Object.values(EngineLogLevel);
@@ -364,6 +379,7 @@ export function validateOptions(options: unknown): ResolvedOptions {
     timeoutGraceMs: has('timeoutGraceMs')
       ? integer(o.timeoutGraceMs, 'options.timeoutGraceMs', NON_NEGATIVE_MS)
       : 1000,
+    retention: has('retention') ? validateRetention(o.retention) : {},
   };
 }
 

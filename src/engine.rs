@@ -47,6 +47,14 @@ struct Config {
     adapter: Option<AdapterConfig>,
     logger: Option<String>,
     timeout_grace_ms: Option<u64>,
+    retention: Option<RetentionConfig>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RetentionConfig {
+    completed_ms: Option<u64>,
+    failed_ms: Option<u64>,
 }
 
 fn engine_config(config: &Config, id: u32) -> EngineConfig {
@@ -61,6 +69,13 @@ fn engine_config(config: &Config, id: u32) -> EngineConfig {
             .unwrap_or_else(|| format!("{}:{id}", defaults.owner)),
         native_threads: config.native_threads.unwrap_or(defaults.native_threads),
         timeout_grace_ms: config.timeout_grace_ms.unwrap_or(defaults.timeout_grace_ms),
+        retention: config
+            .retention
+            .as_ref()
+            .map_or_else(Default::default, |r| decaf_tasks_core::Retention {
+                completed_ms: r.completed_ms,
+                failed_ms: r.failed_ms,
+            }),
     }
 }
 

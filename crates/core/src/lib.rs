@@ -32,5 +32,6 @@ pub use model::{
 pub use spec::{validate as validate_spec, MAX_KEY_LEN};
 pub use state::{Change, Refused, StopReason};
 pub use store::{
-    ClaimBatch, ClaimRequest, DependencyFailure, MemoryStore, Numbering, Store, Transition,
+    ClaimBatch, ClaimRequest, DependencyFailure, MemoryStore, Numbering, Retention, Store,
+    Transition,
 };

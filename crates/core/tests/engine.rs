@@ -812,3 +812,124 @@ fn a_timed_out_run_that_returns_within_the_grace_is_not_reported_stuck() {
         .unwrap();
     assert!(sink.stuck.lock().is_empty());
 }
+
+#[test]
+fn retention_purges_ended_tasks_and_their_events() {
+    let (engine, sink) = common::engine_with(decaf_tasks_core::EngineConfig {
+        retention: decaf_tasks_core::Retention {
+            completed_ms: Some(0),
+            failed_ms: Some(150),
+        },
+        ..common::config(4, 10_000)
+    });
+    let (exec, jobs) = ManualExecutor::new();
+    engine.add_executor(exec, &["js".into()]);
+    let tasks = engine
+        .push(vec![spec("js", json!("ok")), spec("js", json!("ko"))])
+        .unwrap();
+    for _ in 0..2 {
+        let job = recv(&jobs);
+        let outcome = if *job.input == json!("ok") {
+            Outcome::Succeed { output: json!(1) }
+        } else {
+            Outcome::Fail {
+                error: TaskError::new("no"),
+            }
+        };
+        engine.report(&job.task_id, job.token, outcome).unwrap();
+    }
+    sink.wait_status(&tasks[1].id, TaskStatus::Failed);
+    // Succeeded: gone at once (the events were delivered before). Failed: kept 150 ms.
+    assert!(matches!(
+        engine.read(&tasks[0].id),
+        Err(EngineError::NotFound(_))
+    ));
+    assert!(matches!(
+        engine.events(&tasks[0].id),
+        Err(EngineError::NotFound(_))
+    ));
+    assert_eq!(
+        engine.read(&tasks[1].id).unwrap().status,
+        TaskStatus::Failed
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while engine.read(&tasks[1].id).is_ok() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "failed task never purged"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(engine.list(&Default::default()).unwrap().is_empty());
+    assert_eq!(
+        sink.statuses(&tasks[0].id).last(),
+        Some(&TaskStatus::Succeeded)
+    );
+}
+
+#[test]
+fn an_executor_serving_several_classifications_is_never_promised_more_than_its_capacity() {
+    let (engine, sink) = engine(8, 150);
+    let (exec, jobs) = ManualExecutor::new();
+    engine.add_executor_with_capacity(exec, &["a".into(), "b".into()], 1);
+    let tasks = engine
+        .push(vec![spec("a", json!(1)), spec("b", json!(2))])
+        .unwrap();
+    let first = recv(&jobs);
+    assert!(jobs.recv_timeout(Duration::from_millis(50)).is_err());
+    // The other task was not claimed: still pending, no running event, no lease to expire.
+    let other = if first.task_id == tasks[0].id {
+        &tasks[1]
+    } else {
+        &tasks[0]
+    };
+    assert_eq!(engine.read(&other.id).unwrap().status, TaskStatus::Pending);
+    assert_eq!(sink.statuses(&other.id), [TaskStatus::Pending]);
+    engine.renew_executor(1).unwrap();
+    engine
+        .report(
+            &first.task_id,
+            first.token,
+            Outcome::Succeed {
+                output: Value::Null,
+            },
+        )
+        .unwrap();
+    let second = recv(&jobs);
+    assert_eq!(second.task_id, other.id);
+    engine
+        .report(
+            &second.task_id,
+            second.token,
+            Outcome::Succeed {
+                output: Value::Null,
+            },
+        )
+        .unwrap();
+    sink.wait_status(&other.id, TaskStatus::Succeeded);
+}
+
+#[test]
+fn a_scheduled_dependent_runs_on_time_once_its_dependency_succeeded() {
+    let (engine, sink) = engine(4, 60_000);
+    let (exec, jobs) = ManualExecutor::new();
+    engine.add_executor(exec, &["js".into()]);
+    let a = engine.push(vec![spec("js", json!("a"))]).unwrap().remove(0);
+    let at = now_ms() + 200;
+    let mut b = spec("js", json!("b"));
+    b.dependencies = Some(vec![a.id.to_string()]);
+    b.scheduled_to = Some(at);
+    let b = engine.push(vec![b]).unwrap().remove(0);
+    let job_a = recv(&jobs);
+    std::thread::sleep(Duration::from_millis(50));
+    engine
+        .report(&a.id, job_a.token, Outcome::Succeed { output: json!(1) })
+        .unwrap();
+    // Must run soon after `at`, not at the next lease-driven wake-up (a minute away).
+    let job_b = jobs
+        .recv_timeout(Duration::from_secs(5))
+        .expect("b ran on time");
+    assert_eq!(job_b.task_id, b.id);
+    assert!(now_ms() >= at);
+    let _ = sink;
+}

@@ -17,6 +17,8 @@ pub struct EngineConfig {
     pub native_threads: usize,
     /// How long a timed-out run may take to return before its executor is reported stuck.
     pub timeout_grace_ms: u64,
+    /// How long ended tasks are kept in the store (default: forever).
+    pub retention: crate::store::Retention,
 }
 
 impl Default for EngineConfig {
@@ -30,6 +32,7 @@ impl Default for EngineConfig {
                 .map(|n| n.get())
                 .unwrap_or(2),
             timeout_grace_ms: 1000,
+            retention: Default::default(),
         }
     }
 }

@@ -1,11 +1,13 @@
 //! The dispatcher thread. Event driven: it sleeps until woken (a push, a freed slot, a new
 //! handler) or until the earliest due time, lease expiry or renewal, never polling.
 
+use std::cell::RefCell;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
+use rustc_hash::FxHashMap;
 
 use super::{now_ms, Overdue, Run, Shared, State};
 use crate::error::Result;
@@ -61,6 +63,7 @@ impl Shared {
     /// One round: recover expired leases, renew native runs, claim into free slots.
     /// Returns when the next round is due without a wake-up.
     fn dispatch(&self, st: &mut State, now: Millis) -> Result<Option<Millis>> {
+        self.purge(now);
         self.time_out_runs(st, now)?;
         self.report_stuck(st, now);
         self.recover_expired(st, now)?;
@@ -77,7 +80,8 @@ impl Shared {
         }
         let deadline = st.deadlines.first().map(|&(at, _, _)| at);
         let grace = st.overdue.iter().map(|o| o.grace_until).min();
-        Ok([next, deadline, grace].into_iter().flatten().min())
+        let purge = self.store.next_purge(&self.config.retention)?;
+        Ok([next, deadline, grace, purge].into_iter().flatten().min())
     }
 
     /// Runs past their task's `timeoutMs`: a failed attempt (`E_TIMEOUT`), retried under
@@ -178,7 +182,19 @@ impl Shared {
 
     pub(super) fn claim(&self, st: &mut State, now: Millis) -> Result<()> {
         let free = self.config.concurrency.saturating_sub(st.running.len());
-        let budget = |classification: &str| self.free_capacity(st, classification);
+        // Executors reserved while the store picks, one per picked task, in pick order:
+        // an executor serving several classifications is never promised twice.
+        let reserved: RefCell<Vec<ExecutorId>> = RefCell::default();
+        let tentative: RefCell<FxHashMap<ExecutorId, usize>> = RefCell::default();
+        let reserve = |classification: &str| {
+            let mut tentative = tentative.borrow_mut();
+            let pick = self.least_loaded(st, classification, &tentative);
+            if let Some(id) = pick {
+                *tentative.entry(id).or_default() += 1;
+                reserved.borrow_mut().push(id);
+            }
+            pick.is_some()
+        };
         let ClaimBatch {
             claimed,
             dependency_failures,
@@ -187,8 +203,9 @@ impl Shared {
             now,
             owner: &self.config.owner,
             lease_ms: self.config.lease_ms,
-            budget: &budget,
+            reserve: &reserve,
         })?;
+        let reserved = reserved.into_inner();
         if !dependency_failures.is_empty() {
             // Their own dependents are handed over by the next claim.
             self.wake();
@@ -209,24 +226,15 @@ impl Shared {
         if st.running.is_empty() {
             st.next_renewal = now + (self.config.lease_ms / 3) as Millis;
         }
-        // The new leases expire (and native ones need renewing) at a time the dispatcher,
-        // if it sleeps, may not know about: wake it once if it would sleep past that time.
-        let mut needed = st.next_renewal.min(now + self.config.lease_ms as Millis);
-        if let Some(&(deadline, _, _)) = st.deadlines.first() {
-            needed = needed.min(deadline);
-        }
-        if st.sleeping_until.is_none_or(|at| at > needed) {
-            st.sleeping_until = Some(needed);
-            self.wake();
-        }
         let mut events = Vec::with_capacity(claimed.len());
         let mut jobs = Vec::with_capacity(claimed.len());
-        for task in claimed {
-            events.extend(self.number(st, &task.id, vec![EventDraft::status(&task)], now));
-            let Some(executor) = self.pick_executor(st, &task.classification) else {
-                tracing::error!(task = %task.id, "claimed a task no executor serves");
+        let mut unassigned = Vec::new();
+        for (i, task) in claimed.into_iter().enumerate() {
+            let Some(&executor) = reserved.get(i).filter(|id| st.executors.contains_key(id)) else {
+                unassigned.push((TaskId::clone(&task.id), task.lease_token));
                 continue;
             };
+            events.extend(self.number(st, &task.id, vec![EventDraft::status(&task)], now));
             let deadline = task
                 .timeout_ms
                 .map(|ms| now.saturating_add(ms.min(i64::MAX as u64) as Millis));
@@ -252,6 +260,21 @@ impl Shared {
         }
         self.store.append_events(&events)?;
         self.sink.deliver(events);
+        for (id, token) in unassigned {
+            // The store claimed more than was reserved (a store bug): give it back.
+            tracing::error!(task = %id, "claimed without an executor; released");
+            let _ = self.commit(st, &id, now, |t| state::release(t, token, now))?;
+        }
+        // The new leases expire, native ones need renewing, runs may time out: wake the
+        // dispatcher once if it would sleep past the earliest of these.
+        let mut needed = st.next_renewal.min(now + self.config.lease_ms as Millis);
+        if let Some(&(deadline, _, _)) = st.deadlines.first() {
+            needed = needed.min(deadline);
+        }
+        if st.sleeping_until.is_none_or(|at| at > needed) {
+            st.sleeping_until = Some(needed);
+            self.wake();
+        }
         for (executor, job) in jobs {
             if let Some(entry) = st.executors.get(&executor) {
                 entry.executor.execute(job);
@@ -260,25 +283,22 @@ impl Shared {
         Ok(())
     }
 
-    /// How many more runs of `classification` the executors serving it can take.
-    fn free_capacity(&self, st: &State, classification: &str) -> usize {
-        st.routes
-            .get(classification)
-            .into_iter()
-            .flatten()
-            .filter_map(|id| st.executors.get(id))
-            .map(|e| e.capacity.saturating_sub(e.load))
-            .fold(0usize, usize::saturating_add)
-    }
-
-    /// The least loaded executor serving `classification` that has room.
-    fn pick_executor(&self, st: &State, classification: &str) -> Option<ExecutorId> {
+    /// The least loaded executor serving `classification` with room, counting `extra`
+    /// runs promised in the claim under way.
+    fn least_loaded(
+        &self,
+        st: &State,
+        classification: &str,
+        extra: &FxHashMap<ExecutorId, usize>,
+    ) -> Option<ExecutorId> {
         st.routes
             .get(classification)?
             .iter()
-            .filter_map(|id| st.executors.get(id).map(|e| (e, *id)))
-            .filter(|(e, _)| e.load < e.capacity)
-            .map(|(e, id)| (e.load, id))
+            .filter_map(|id| {
+                let e = st.executors.get(id)?;
+                let load = e.load + extra.get(id).copied().unwrap_or(0);
+                (load < e.capacity).then_some((load, *id))
+            })
             .min()
             .map(|(_, id)| id)
     }

@@ -178,12 +178,32 @@ impl Shared {
 
     /// Claims into free slots right away (a freed slot never waits for the dispatcher).
     fn refill(&self, st: &mut State) {
+        self.purge(now_ms());
+        // A change may have put a task on a timer the sleeping dispatcher does not know
+        // (a retry, a reschedule, a scheduled dependent whose last dependency succeeded).
+        if let Ok(Some(due)) = self.store.next_due() {
+            if st.sleeping_until.is_none_or(|at| at > due) {
+                st.sleeping_until = Some(due);
+                self.wake();
+            }
+        }
         if !st.claiming {
             return;
         }
         if let Err(err) = self.claim(st, now_ms()) {
             tracing::error!(%err, "claim failed; the dispatcher will try again");
             self.wake();
+        }
+    }
+
+    /// Deletes ended tasks past their retention (nothing when retention is off).
+    fn purge(&self, now: Millis) {
+        let retention = &self.config.retention;
+        if !retention.is_on() {
+            return;
+        }
+        if let Err(err) = self.store.purge(now, retention) {
+            tracing::warn!(%err, "purge of ended tasks failed; retrying later");
         }
     }
 
@@ -624,8 +644,10 @@ impl Engine {
         self.shared.store.events(id)
     }
 
-    /// Number of tasks that have not ended.
+    /// Number of tasks that have not ended. Read under the engine lock, so a transition
+    /// is counted only once its events are queued for delivery.
     pub fn active_count(&self) -> Result<usize> {
+        let _st = self.shared.state.lock();
         self.shared.store.active_count()
     }
 

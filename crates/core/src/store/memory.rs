@@ -10,12 +10,12 @@
 //! tasks behind them are still claimed).
 
 use std::cmp::Reverse;
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, VecDeque};
 
 use parking_lot::Mutex;
 use rustc_hash::FxHashMap;
 
-use super::{ClaimBatch, ClaimRequest, DependencyFailure, Numbering, Store, Transition};
+use super::{ClaimBatch, ClaimRequest, DependencyFailure, Numbering, Retention, Store, Transition};
 use crate::error::{EngineError, Result};
 use crate::event::Event;
 use crate::model::{ListFilter, Millis, Task, TaskId, TaskStatus};
@@ -54,8 +54,11 @@ struct Inner {
     ids: FxHashMap<TaskId, u64>,
     /// By insertion sequence (the index is the `seq`). Boxed so that growing the vector
     /// moves pointers, not records.
-    #[allow(clippy::vec_box)]
-    entries: Vec<Box<Entry>>,
+    /// `None` once purged by retention.
+    entries: Vec<Option<Box<Entry>>>,
+    /// Ended tasks in the order they ended: `(ended at, seq)`; succeeded, then the others.
+    ended_ok: VecDeque<(Millis, u64)>,
+    ended_ko: VecDeque<(Millis, u64)>,
     /// Runnable tasks, one queue per classification (so a claim never scans tasks of a
     /// classification whose executors are full).
     ready: Vec<BTreeSet<ReadyKey>>,
@@ -69,6 +72,13 @@ struct Inner {
     doomed: Vec<DependencyFailure>,
     /// Lock keys held by running tasks.
     locks: FxHashMap<String, u64>,
+}
+
+fn now_of(entries: &[Option<Box<Entry>>], seq: u64) -> Millis {
+    entries
+        .get(seq as usize)
+        .and_then(|e| e.as_deref())
+        .map_or(0, |e| e.task.updated_at)
 }
 
 fn slot_of(task: &Task, seq: u64, unmet: usize) -> Slot {
@@ -131,7 +141,11 @@ impl Inner {
                 break;
             }
             self.timers.pop_first();
-            if let Some(entry) = self.entries.get_mut(seq as usize) {
+            if let Some(entry) = self
+                .entries
+                .get_mut(seq as usize)
+                .and_then(|e| e.as_deref_mut())
+            {
                 let key = (Reverse(entry.task.priority), due, seq);
                 entry.slot = Slot::Ready(key);
                 self.ready[entry.class as usize].insert(key);
@@ -142,8 +156,7 @@ impl Inner {
     fn entry(&self, id: &str) -> Option<&Entry> {
         self.ids
             .get(id)
-            .and_then(|&seq| self.entries.get(seq as usize))
-            .map(|e| &**e)
+            .and_then(|&seq| self.entries.get(seq as usize).and_then(|e| e.as_deref()))
     }
 
     /// The tasks a claim takes: a merge of the per-classification ready queues in runnable
@@ -151,30 +164,32 @@ impl Inner {
     /// (they keep their place; tasks behind them are still taken).
     fn pick(&self, request: &ClaimRequest<'_>) -> Vec<u64> {
         struct Queue<'a> {
-            budget: usize,
+            name: &'a str,
+            open: bool,
             iter: std::collections::btree_set::Iter<'a, ReadyKey>,
             head: Option<ReadyKey>,
         }
-        let mut queues: Vec<Queue<'_>> = Vec::new();
-        for (name, &class) in &self.class_ids {
-            let set = &self.ready[class as usize];
-            if set.is_empty() {
-                continue;
-            }
-            let budget = (request.budget)(name);
-            if budget == 0 {
-                continue;
-            }
-            let mut iter = set.iter();
-            let head = iter.next().copied();
-            queues.push(Queue { budget, iter, head });
-        }
+        let mut queues: Vec<Queue<'_>> = self
+            .class_ids
+            .iter()
+            .filter(|(_, &class)| !self.ready[class as usize].is_empty())
+            .map(|(name, &class)| {
+                let mut iter = self.ready[class as usize].iter();
+                let head = iter.next().copied();
+                Queue {
+                    name,
+                    open: true,
+                    iter,
+                    head,
+                }
+            })
+            .collect();
         let mut picked = Vec::new();
         let mut taken_locks: Vec<&str> = Vec::new();
         while picked.len() < request.limit {
             let Some(queue) = queues
                 .iter_mut()
-                .filter(|q| q.budget > 0 && q.head.is_some())
+                .filter(|q| q.open && q.head.is_some())
                 .min_by_key(|q| q.head)
             else {
                 break;
@@ -182,17 +197,24 @@ impl Inner {
             let Some(key) = queue.head else {
                 break;
             };
-            queue.head = queue.iter.next().copied();
-            let Some(entry) = self.entries.get(key.2 as usize) else {
+            let Some(entry) = self.entries.get(key.2 as usize).and_then(|e| e.as_deref()) else {
+                queue.head = queue.iter.next().copied();
                 continue;
             };
-            if let Some(lock) = entry.task.lock.as_deref() {
-                if self.locks.contains_key(lock) || taken_locks.contains(&lock) {
-                    continue;
-                }
+            let lock = entry.task.lock.as_deref();
+            if lock.is_some_and(|l| self.locks.contains_key(l) || taken_locks.contains(&l)) {
+                queue.head = queue.iter.next().copied();
+                continue;
+            }
+            if !(request.reserve)(queue.name) {
+                // No executor has room for this classification: leave its queue alone.
+                queue.open = false;
+                continue;
+            }
+            if let Some(lock) = lock {
                 taken_locks.push(lock);
             }
-            queue.budget -= 1;
+            queue.head = queue.iter.next().copied();
             picked.push(key.2);
         }
         picked
@@ -200,7 +222,11 @@ impl Inner {
 
     /// Replaces the record of task `seq`, keeping the indexes and the active count right.
     fn store(&mut self, seq: u64, task: Task, events: &[Event]) {
-        let Some(entry) = self.entries.get_mut(seq as usize) else {
+        let Some(entry) = self
+            .entries
+            .get_mut(seq as usize)
+            .and_then(|e| e.as_deref_mut())
+        else {
             return;
         };
         let was_active = !entry.task.status.is_terminal();
@@ -233,6 +259,12 @@ impl Inner {
             _ => {}
         }
         if let Some((id, status)) = ended {
+            let queue = if status == TaskStatus::Succeeded {
+                &mut self.ended_ok
+            } else {
+                &mut self.ended_ko
+            };
+            queue.push_back((now_of(&self.entries, seq), seq));
             self.dependency_ended(&id, status);
         }
     }
@@ -243,7 +275,11 @@ impl Inner {
             return;
         };
         for seq in waiting {
-            let Some(entry) = self.entries.get_mut(seq as usize) else {
+            let Some(entry) = self
+                .entries
+                .get_mut(seq as usize)
+                .and_then(|e| e.as_deref_mut())
+            else {
                 continue;
             };
             if entry.task.status.is_terminal() {
@@ -286,7 +322,7 @@ impl MemoryStore {
 impl std::fmt::Debug for MemoryStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("MemoryStore")
-            .field("tasks", &self.inner.lock().entries.len())
+            .field("tasks", &self.inner.lock().ids.len())
             .finish()
     }
 }
@@ -344,13 +380,13 @@ impl Store for MemoryStore {
                 own.push(event.clone());
             }
             inner.ids.insert(TaskId::clone(&task.id), seq);
-            inner.entries.push(Box::new(Entry {
+            inner.entries.push(Some(Box::new(Entry {
                 task: task.clone(),
                 class,
                 slot,
                 events: own,
                 unmet,
-            }));
+            })));
         }
         if events.next().is_some() {
             return Err(EngineError::Internal(
@@ -369,6 +405,7 @@ impl Store for MemoryStore {
         let matches = inner
             .entries
             .iter()
+            .flatten()
             .map(|e| &e.task)
             .filter(|t| filter.status.is_none_or(|s| s == t.status))
             .filter(|t| {
@@ -397,7 +434,11 @@ impl Store for MemoryStore {
         let Some(&seq) = inner.ids.get(&task.id) else {
             return Err(EngineError::NotFound(task.id.to_string()));
         };
-        let current = inner.entries.get(seq as usize).map(|e| e.task.version);
+        let current = inner
+            .entries
+            .get(seq as usize)
+            .and_then(|e| e.as_deref())
+            .map(|e| e.task.version);
         if current.map(|v| v + 1) != Some(task.version) {
             return Ok(false);
         }
@@ -416,7 +457,9 @@ impl Store for MemoryStore {
             .ids
             .get(id)
             .ok_or_else(|| EngineError::NotFound(id.to_owned()))?;
-        let entry = &inner.entries[seq as usize];
+        let Some(entry) = inner.entries.get(seq as usize).and_then(|e| e.as_deref()) else {
+            return Err(EngineError::NotFound(id.to_owned()));
+        };
         let mut change = match transition(&entry.task) {
             Ok(change) => change,
             Err(refused) => return Ok(Err(refused)),
@@ -435,7 +478,11 @@ impl Store for MemoryStore {
                 .ids
                 .get(&event.task_id)
                 .ok_or_else(|| EngineError::NotFound(event.task_id.to_string()))?;
-            if let Some(entry) = inner.entries.get_mut(seq as usize) {
+            if let Some(entry) = inner
+                .entries
+                .get_mut(seq as usize)
+                .and_then(|e| e.as_deref_mut())
+            {
                 entry.events.push(event.clone());
             }
         }
@@ -448,7 +495,7 @@ impl Store for MemoryStore {
         let picked = inner.pick(request);
         let mut claimed = Vec::with_capacity(picked.len());
         for seq in picked {
-            let Some(entry) = inner.entries.get(seq as usize) else {
+            let Some(entry) = inner.entries.get(seq as usize).and_then(|e| e.as_deref()) else {
                 continue;
             };
             let change = state::claim(&entry.task, request.owner, request.now, request.lease_ms)
@@ -482,8 +529,62 @@ impl Store for MemoryStore {
             .iter()
             .take_while(|&&(at, _)| at <= now)
             .take(limit)
-            .filter_map(|&(_, seq)| inner.entries.get(seq as usize).map(|e| e.task.clone()))
+            .filter_map(|&(_, seq)| {
+                inner
+                    .entries
+                    .get(seq as usize)
+                    .and_then(|e| e.as_deref())
+                    .map(|e| e.task.clone())
+            })
             .collect())
+    }
+
+    fn purge(&self, now: Millis, retention: &Retention) -> Result<usize> {
+        let mut inner = self.inner.lock();
+        let mut purged = 0;
+        for (ok, keep) in [(true, retention.completed_ms), (false, retention.failed_ms)] {
+            let Some(keep) = keep else {
+                continue;
+            };
+            loop {
+                let queue = if ok { &inner.ended_ok } else { &inner.ended_ko };
+                let Some(&(ended, seq)) = queue.front() else {
+                    break;
+                };
+                if ended.saturating_add(keep.min(i64::MAX as u64) as Millis) > now {
+                    break;
+                }
+                if ok {
+                    inner.ended_ok.pop_front();
+                } else {
+                    inner.ended_ko.pop_front();
+                }
+                let slot = &mut inner.entries[seq as usize];
+                if slot.as_ref().is_some_and(|e| e.task.status.is_terminal()) {
+                    if let Some(entry) = slot.take() {
+                        inner.ids.remove(&entry.task.id);
+                        purged += 1;
+                    }
+                }
+            }
+        }
+        Ok(purged)
+    }
+
+    fn next_purge(&self, retention: &Retention) -> Result<Option<Millis>> {
+        let inner = self.inner.lock();
+        let due = |queue: &VecDeque<(Millis, u64)>, keep: Option<u64>| {
+            let keep = keep?;
+            let &(ended, _) = queue.front()?;
+            Some(ended.saturating_add(keep.min(i64::MAX as u64) as Millis))
+        };
+        Ok([
+            due(&inner.ended_ok, retention.completed_ms),
+            due(&inner.ended_ko, retention.failed_ms),
+        ]
+        .into_iter()
+        .flatten()
+        .min())
     }
 
     fn active_count(&self) -> Result<usize> {

@@ -27,9 +27,26 @@ pub struct ClaimRequest<'a> {
     pub owner: &'a str,
     /// Lease length.
     pub lease_ms: u64,
-    /// How many tasks of a classification this engine can start now (free capacity of
-    /// the executors serving it; 0 when it has no handler for it).
-    pub budget: &'a dyn Fn(&str) -> usize,
+    /// Reserves an executor for one more task of a classification; `false` when none has
+    /// room (then no more tasks of it are taken in this claim). Called once for each task
+    /// the claim returns, just before taking it, in the order of the returned tasks.
+    pub reserve: &'a dyn Fn(&str) -> bool,
+}
+
+/// How long ended tasks (and their events) are kept. `None`: forever (the default).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Retention {
+    /// Keep `succeeded` tasks this long after they ended.
+    pub completed_ms: Option<u64>,
+    /// Keep `failed` and `canceled` tasks this long after they ended.
+    pub failed_ms: Option<u64>,
+}
+
+impl Retention {
+    /// Whether anything is ever purged.
+    pub fn is_on(&self) -> bool {
+        self.completed_ms.is_some() || self.failed_ms.is_some()
+    }
 }
 
 /// A blocked task one of whose dependencies ended without succeeding.
@@ -109,8 +126,8 @@ pub trait Store: Send + Sync {
     fn append_events(&self, events: &[Event]) -> Result<()>;
 
     /// Leases up to `limit` claimable tasks, highest priority first, then earliest due
-    /// time, then insertion order, at most `budget(classification)` of each
-    /// classification. It skips tasks whose
+    /// time, then insertion order, as long as `reserve(classification)` finds room for
+    /// them. It skips tasks whose
     /// dependencies have not all succeeded, and tasks whose lock key is held by a running
     /// task (or by one claimed earlier in the same batch), without blocking the tasks
     /// behind them. The returned records are already `running` (see
@@ -126,6 +143,17 @@ pub trait Store: Send + Sync {
 
     /// Running tasks whose lease expired at or before `now`.
     fn expired(&self, now: Millis, limit: usize) -> Result<Vec<Task>>;
+
+    /// Deletes ended tasks (and their events) older than `retention` allows; returns how
+    /// many. The default keeps everything.
+    fn purge(&self, _now: Millis, _retention: &Retention) -> Result<usize> {
+        Ok(0)
+    }
+
+    /// When the next [`Store::purge`] has something to delete.
+    fn next_purge(&self, _retention: &Retention) -> Result<Option<Millis>> {
+        Ok(None)
+    }
 
     /// Number of tasks that have not ended.
     fn active_count(&self) -> Result<usize>;
