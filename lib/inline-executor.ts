@@ -190,7 +190,9 @@ export class InlineExecutor {
     // timed out before this thread got to it).
     let aborted: Set<string> | undefined;
     for (const msg of messages) {
-      if (msg.type === 'abort') (aborted ??= new Set()).add(runKey(msg.taskId, msg.token));
+      if (msg.type !== 'abort') continue;
+      aborted ??= new Set();
+      aborted.add(runKey(msg.taskId, msg.token));
     }
     for (const msg of messages) {
       if (msg.type === 'run') {
