@@ -39,7 +39,7 @@ const v8 = require('node:v8');
 const vm = require('node:vm');
 const { Piscina } = require('piscina');
 const { TaskService } = require('..');
-const { percentiles, fmt, fmtMs, table } = require('./lib/stats');
+const { percentiles, fmt, fmtMs, positiveInt, table } = require('./lib/stats');
 
 const { values: args } = parseArgs({
   options: {
@@ -65,15 +65,6 @@ if (args.help) {
       '[--only inline,native,pool,piscina,offload] [--json] [--out file.json]',
   );
   process.exit(0);
-}
-
-function positiveInt(text, name) {
-  const n = Number(text);
-  if (!Number.isInteger(n) || n <= 0) {
-    console.error(`${name} must be a positive integer (got ${text})`);
-    process.exit(2);
-  }
-  return n;
 }
 
 const N = positiveInt(args.n, '--n');

@@ -16,7 +16,7 @@ const { parseArgs } = require('node:util');
 const { setTimeout: sleep } = require('node:timers/promises');
 const cliProgress = require('cli-progress');
 const { TaskService, isTerminalStatus } = require('..');
-const { percentiles, fmt, fmtMs, table } = require('./lib/stats');
+const { percentiles, fmt, fmtMs, positiveInt, table } = require('./lib/stats');
 
 const { values: args } = parseArgs({
   options: {
@@ -37,15 +37,6 @@ const TIMEOUT_MS = positiveInt(args.timeout, '--timeout') * 1000;
 if (TOTAL < 100) {
   console.error('--tasks must be at least 100');
   process.exit(2);
-}
-
-function positiveInt(text, name) {
-  const n = Number(text);
-  if (!Number.isInteger(n) || n <= 0) {
-    console.error(`${name} must be a positive integer (got ${text})`);
-    process.exit(2);
-  }
-  return n;
 }
 
 /** mulberry32: a seeded PRNG so that every run pushes the same mix. */

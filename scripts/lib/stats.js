@@ -1,4 +1,4 @@
-// Small helpers shared by scripts/demo.js and scripts/bench.js.
+// Small helpers shared by scripts/demo.js and scripts/bench.js (statistics, tables, options).
 
 /**
  * Percentiles of `values` (nearest rank). Sorts a copy.
@@ -58,4 +58,25 @@ function table(headers, rows, opts = {}) {
   return [line(cells[0]), rule, ...cells.slice(1).map(line)].join('\n');
 }
 
-module.exports = { percentiles, fmt, fmtMs, table };
+/**
+ * Parses a command-line option as a positive integer, or exits with a usage error.
+ * @param {string} text
+ * @param {string} name
+ * @returns {number}
+ */
+function positiveInt(text, name) {
+  const n = Number(text);
+  if (!Number.isInteger(n) || n <= 0) {
+    console.error(`${name} must be a positive integer (got ${text})`);
+    process.exit(2);
+  }
+  return n;
+}
+
+module.exports = {
+  positiveInt,
+  percentiles,
+  fmt,
+  fmtMs,
+  table,
+};

@@ -86,6 +86,17 @@ pub(crate) struct State {
     overdue: Vec<Overdue>,
 }
 
+impl State {
+    /// The runs (task id, token) an executor has now.
+    fn runs_of(&self, executor: ExecutorId) -> Vec<(TaskId, u64)> {
+        self.running
+            .iter()
+            .filter(|(_, run)| run.executor == executor)
+            .map(|(id, run)| (TaskId::clone(id), run.token))
+            .collect()
+    }
+}
+
 /// Engine internals shared by the public handle, the dispatcher and the native threads.
 pub(crate) struct Shared {
     config: EngineConfig,
@@ -525,12 +536,7 @@ impl Engine {
         for routes in st.routes.values_mut() {
             routes.retain(|id| *id != executor);
         }
-        let runs: Vec<(TaskId, u64)> = st
-            .running
-            .iter()
-            .filter(|(_, run)| run.executor == executor)
-            .map(|(id, run)| (TaskId::clone(id), run.token))
-            .collect();
+        let runs = st.runs_of(executor);
         for (id, token) in &runs {
             shared.end_run(&mut st, id, Some(*token));
             let unit = fastrand::f64();
@@ -551,12 +557,7 @@ impl Engine {
         let now = now_ms();
         let lease = self.shared.config.lease_ms;
         let mut st = self.shared.state.lock();
-        let runs: Vec<(TaskId, u64)> = st
-            .running
-            .iter()
-            .filter(|(_, run)| run.executor == executor)
-            .map(|(id, run)| (TaskId::clone(id), run.token))
-            .collect();
+        let runs = st.runs_of(executor);
         let mut renewed = 0;
         for (id, token) in runs {
             if self
