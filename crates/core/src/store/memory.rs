@@ -238,6 +238,8 @@ impl Inner {
         let new_slot = slot_of(&task, seq, entry.unmet);
         entry.task = task;
         entry.slot = new_slot;
+        // Exact growth: a task has a handful of events, and this memory lives as long as it.
+        entry.events.reserve_exact(events.len());
         entry.events.extend_from_slice(events);
         let lock = entry.task.lock.clone();
         let ended =
@@ -375,7 +377,7 @@ impl Store for MemoryStore {
             if !task.status.is_terminal() {
                 inner.active += 1;
             }
-            let mut own = Vec::new();
+            let mut own = Vec::with_capacity(1);
             while let Some(event) = events.next_if(|e| e.task_id == task.id) {
                 own.push(event.clone());
             }
@@ -483,6 +485,7 @@ impl Store for MemoryStore {
                 .get_mut(seq as usize)
                 .and_then(|e| e.as_deref_mut())
             {
+                entry.events.reserve_exact(1);
                 entry.events.push(event.clone());
             }
         }
