@@ -33,7 +33,46 @@ export function toTask<I = unknown, O = unknown>(raw: RawTask): Task<I, O> {
   return t as unknown as Task<I, O>;
 }
 
-/** Task records from the engine (`push`, `list`). */
+/**
+ * The record of a task just pushed, from its validated spec and the engine's reply row
+ * `[id, status, createdAt]` (the engine does not send back what the caller already has).
+ * `input` is the caller's own value (validated as JSON), not a copy.
+ */
+export function newTask<I = unknown, O = unknown>(
+  fields: Record<string, unknown>,
+  input: unknown,
+  row: PushRow,
+): Task<I, O> {
+  const [id, status, createdAt] = row;
+  const task: Record<string, unknown> = {
+    id,
+    classification: fields.classification,
+    atomicity: fields.atomicity ?? 'atomic',
+    status,
+    input: input === undefined ? null : input,
+    attempt: 0,
+    maxAttempts: fields.maxAttempts,
+    backoff: fields.backoff,
+    priority: fields.priority,
+    dependencies: fields.dependencies ?? [],
+    leaseToken: 0,
+    steps: fields.steps ?? [],
+    stepResults: [],
+    logTail: [],
+    createdAt: new Date(createdAt),
+    updatedAt: new Date(createdAt),
+  };
+  if (fields.name !== undefined) task.name = fields.name;
+  if (fields.scheduledTo !== undefined) task.scheduledTo = new Date(fields.scheduledTo as number);
+  if (fields.lock !== undefined) task.lock = fields.lock;
+  if (fields.timeoutMs !== undefined) task.timeoutMs = fields.timeoutMs;
+  return task as unknown as Task<I, O>;
+}
+
+/** What the engine's `push` returns per task. */
+export type PushRow = [id: string, status: string, createdAt: number];
+
+/** Task records from the engine (`list`). */
 export function toTasks<I = unknown, O = unknown>(raw: RawTask[]): Task<I, O>[] {
   for (const t of raw) toTask(t);
   return raw as unknown as Task<I, O>[];

@@ -1,6 +1,14 @@
 import { EventEmitter } from 'node:events';
 import { installAutoShutdown } from './auto-shutdown';
-import { attachOriginalError, toEvent, toEvents, toTask, toTasks } from './convert';
+import {
+  attachOriginalError,
+  newTask,
+  type PushRow,
+  toEvent,
+  toEvents,
+  toTask,
+  toTasks,
+} from './convert';
 import { fromNative, InternalError, ServiceShutdownError, TaskValidationError } from './errors';
 import { TaskEventBus } from './event-bus';
 import { loadHandlerModules } from './handler-module';
@@ -295,9 +303,10 @@ export class TaskService extends EventEmitter {
     if (typeof track !== 'boolean')
       throw typeError(`track must be a boolean (got ${typeof track})`);
     this.#assertOpen();
-    const json = prepareSpec(spec, 'spec', 'input', this.#options.maxPayloadBytes);
+    const prepared = prepareSpec(spec, 'spec', 'input', this.#options.maxPayloadBytes);
     await this.#whenReady();
-    const task = toTask<I, O>((this.#pushJson(`[${json}]`) as RawTask[])[0] as RawTask);
+    const row = this.#pushJson(`[${prepared.json}]`)[0] as PushRow;
+    const task = newTask<I, O>(prepared.fields, prepared.input, row);
     if (!track) return task;
     return { task, tracker: new TaskTracker<O>(this, task) };
   }
@@ -308,10 +317,11 @@ export class TaskService extends EventEmitter {
    */
   async pushMany<I = unknown, O = unknown>(specs: readonly TaskSpec<I>[]): Promise<Task<I, O>[]> {
     this.#assertOpen();
-    const { json, count } = prepareSpecs(specs, this.#options.maxPayloadBytes);
-    if (count === 0) return [];
+    const { json, prepared } = prepareSpecs(specs, this.#options.maxPayloadBytes);
+    if (prepared.length === 0) return [];
     await this.#whenReady();
-    return toTasks<I, O>(this.#pushJson(json) as RawTask[]);
+    const rows = this.#pushJson(json) as PushRow[];
+    return prepared.map((p, i) => newTask<I, O>(p.fields, p.input, rows[i] as PushRow));
   }
 
   /**

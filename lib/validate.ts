@@ -499,12 +499,19 @@ function validateStep(
  * `scheduledTo` in ms). `path` names the spec in messages (`'spec'`, `'specs[2]'`); the input
  * is named `input` for a single push and `specs[2].input` in a batch.
  */
+/** A validated spec: its JSON for the engine, its normalized fields and its input. */
+export interface PreparedSpec {
+  json: string;
+  fields: Record<string, unknown>;
+  input: unknown;
+}
+
 export function prepareSpec(
   spec: unknown,
   path: string,
   inputPath: string,
   maxPayloadBytes: number,
-): string {
+): PreparedSpec {
   const s = plainObject(spec, path);
   checkKeys(s, path, SPEC_KEYS, 'a task spec field');
   const out: Record<string, unknown> = {
@@ -550,24 +557,27 @@ export function prepareSpec(
     throw rangeError(`${path}.steps are only allowed when ${path}.atomicity is 'composite'`);
   }
   const rest = JSON.stringify(out);
-  if (s.input === undefined) return rest;
+  if (s.input === undefined) return { json: rest, fields: out, input: null };
   const input = serializePayload(s.input, inputPath, maxPayloadBytes);
   // `rest` is a non-empty object: splice the already serialized input in front of its fields.
-  return `{"input":${input},${rest.slice(1)}`;
+  return { json: `{"input":${input},${rest.slice(1)}`, fields: out, input: s.input };
 }
 
 /** Validates the argument of `pushMany` and returns the JSON array the engine takes. */
 export function prepareSpecs(
   specs: unknown,
   maxPayloadBytes: number,
-): { json: string; count: number } {
+): { json: string; prepared: PreparedSpec[] } {
   if (!Array.isArray(specs))
     throw typeError(`specs must be an array of task specs (got ${typeName(specs)})`);
+  const prepared = new Array<PreparedSpec>(specs.length);
   const parts = new Array<string>(specs.length);
   for (let i = 0; i < specs.length; i++) {
-    parts[i] = prepareSpec(specs[i], `specs[${i}]`, `specs[${i}].input`, maxPayloadBytes);
+    const p = prepareSpec(specs[i], `specs[${i}]`, `specs[${i}].input`, maxPayloadBytes);
+    prepared[i] = p;
+    parts[i] = p.json;
   }
-  return { json: `[${parts.join(',')}]`, count: specs.length };
+  return { json: `[${parts.join(',')}]`, prepared };
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -159,12 +159,17 @@ impl NativeEngine {
         self.id
     }
 
-    /// Stores tasks (a JSON array of specs); returns the JSON array of records.
+    /// Stores tasks (a JSON array of specs); returns one row `[id, status, createdAt]` per
+    /// task (the caller has the rest: it sent the specs).
     #[napi(catch_unwind)]
     pub fn push(&self, specs_json: String) -> napi::Result<String> {
         let specs: Vec<TaskSpec> = parse("task specs", &specs_json)?;
         let tasks = self.engine.push(specs).map_err(to_js)?;
-        to_json(&tasks)
+        let rows: Vec<(&str, &str, i64)> = tasks
+            .iter()
+            .map(|t| (&*t.id, t.status.as_str(), t.created_at))
+            .collect();
+        to_json(&rows)
     }
 
     /// One task as JSON.
