@@ -30,6 +30,22 @@ describe('retention', () => {
     expect((await service.list()).map((t) => t.id)).toEqual([ko.task.id]);
   });
 
+  test('a dependency on a purged task is refused like a missing one', async () => {
+    const { TaskDependencyError } = require('..');
+    const service = makeService({ retention: { completedMs: 0 } });
+    const { task, tracker } = await service.push({ classification: 'native:echo', input: 1 }, true);
+    await tracker.wait();
+    await waitFor(
+      async () => (await service.read(task.id).catch((e) => e)) instanceof TaskNotFoundError,
+      {
+        what: 'the task purged',
+      },
+    );
+    await expect(
+      service.push({ classification: 'native:echo', dependencies: [task.id] }),
+    ).rejects.toBeInstanceOf(TaskDependencyError);
+  });
+
   test('bad retention options get precise errors', () => {
     expect(() => makeService({ retention: { completedMs: -1 } })).toThrow(RangeError);
     expect(() => makeService({ retention: { keep: 1 } })).toThrow(/keep/);
