@@ -50,6 +50,9 @@ import {
 } from './validate';
 import { WorkerPool } from './worker-pool';
 
+/** Most events delivered in one turn of the event loop before yielding. */
+const MAX_EVENTS_PER_TURN = 4096;
+
 function hasWorkerThreads(): boolean {
   try {
     return typeof require('node:worker_threads').Worker === 'function';
@@ -150,6 +153,7 @@ export class TaskService extends EventEmitter {
   #shutdown: Promise<void> | undefined;
   #uninstallSignals: (() => void) | undefined;
   #draining = false;
+  #resumeScheduled = false;
   #drainAgain = false;
 
   /**
@@ -456,7 +460,7 @@ export class TaskService extends EventEmitter {
     }
     this.#executor?.close();
     await this.#pool?.close();
-    this.#drain();
+    this.#drain(true);
     this.#keepAlive.dispose();
     if (failure !== undefined) throw failure;
   }
@@ -482,15 +486,25 @@ export class TaskService extends EventEmitter {
   }
 
   /** Delivers every waiting event (the engine's `onEvents` callback). */
-  #drain(): void {
+  /**
+   * Delivers waiting events, in engine order. A backlog is delivered in turns of at most
+   * {@link MAX_EVENTS_PER_TURN} events, yielding to the event loop in between, so a burst
+   * never blocks this thread for long; `all` (at shutdown) delivers everything now.
+   */
+  #drain(all = false): void {
     if (this.#draining) {
       // Called from a listener: let the outer loop deliver the newer events, in order.
       this.#drainAgain = true;
       return;
     }
     this.#draining = true;
+    let delivered = 0;
     try {
       do {
+        if (!all && delivered >= MAX_EVENTS_PER_TURN) {
+          this.#resumeDrain();
+          return;
+        }
         this.#drainAgain = false;
         let json: string;
         try {
@@ -517,6 +531,7 @@ export class TaskService extends EventEmitter {
           break;
         }
         this.#deliver(batch);
+        delivered += batch.length;
       } while (this.#drainAgain);
       this.#terminateStuck();
     } finally {
@@ -531,6 +546,16 @@ export class TaskService extends EventEmitter {
       }
       if (active === 0) this.#keepAlive.release();
     }
+  }
+
+  /** Continues a long drain on a later turn of the event loop (once). */
+  #resumeDrain(): void {
+    if (this.#resumeScheduled) return;
+    this.#resumeScheduled = true;
+    setImmediate(() => {
+      this.#resumeScheduled = false;
+      this.#drain();
+    });
   }
 
   /** Executors whose timed-out run never returned: terminate their worker (it is replaced). */
