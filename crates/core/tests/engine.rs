@@ -19,9 +19,7 @@ fn spec(classification: &str, input: Value) -> TaskSpec {
 
 #[test]
 fn runs_a_task_and_emits_events_in_order() {
-    let (engine, sink) = engine(4, 10_000);
-    let (exec, jobs) = ManualExecutor::new();
-    engine.add_executor(exec, &["js".into()]);
+    let (engine, sink, _exec, jobs) = common::js_engine(4, 10_000);
     let task = engine
         .push(vec![spec("js", json!({"n": 1}))])
         .unwrap()
@@ -111,9 +109,7 @@ fn priority_then_due_time_then_insertion_order() {
 
 #[test]
 fn concurrency_caps_running_tasks_and_a_freed_slot_refills_at_once() {
-    let (engine, _sink) = engine(3, 10_000);
-    let (exec, jobs) = ManualExecutor::new();
-    engine.add_executor(exec, &["js".into()]);
+    let (engine, _sink, _exec, jobs) = common::js_engine(3, 10_000);
     engine
         .push((0..10).map(|i| spec("js", json!(i))).collect())
         .unwrap();
@@ -138,9 +134,7 @@ fn concurrency_caps_running_tasks_and_a_freed_slot_refills_at_once() {
 
 #[test]
 fn failures_retry_with_backoff_until_max_attempts() {
-    let (engine, sink) = engine(2, 10_000);
-    let (exec, jobs) = ManualExecutor::new();
-    engine.add_executor(exec, &["js".into()]);
+    let (engine, sink, _exec, jobs) = common::js_engine(2, 10_000);
     let mut s = spec("js", json!(null));
     s.max_attempts = Some(3);
     s.backoff = Some(Backoff {
@@ -189,9 +183,7 @@ fn failures_retry_with_backoff_until_max_attempts() {
 
 #[test]
 fn scheduled_tasks_wait_for_their_time() {
-    let (engine, sink) = engine(2, 10_000);
-    let (exec, jobs) = ManualExecutor::new();
-    engine.add_executor(exec, &["js".into()]);
+    let (engine, sink, _exec, jobs) = common::js_engine(2, 10_000);
     let at = now_ms() + 150;
     let mut s = spec("js", json!(null));
     s.scheduled_to = Some(at);
@@ -207,9 +199,7 @@ fn scheduled_tasks_wait_for_their_time() {
 
 #[test]
 fn cancel_is_final_aborts_the_run_and_drops_its_late_result() {
-    let (engine, sink) = engine(2, 10_000);
-    let (exec, jobs) = ManualExecutor::new();
-    engine.add_executor(exec.clone(), &["js".into()]);
+    let (engine, sink, exec, jobs) = common::js_engine(2, 10_000);
     let task = engine
         .push(vec![spec("js", json!(null))])
         .unwrap()
@@ -262,9 +252,7 @@ fn cancel_is_final_aborts_the_run_and_drops_its_late_result() {
 
 #[test]
 fn an_expired_lease_is_recovered_counts_an_attempt_and_fences_the_old_runner() {
-    let (engine, sink) = engine(2, 150);
-    let (exec, jobs) = ManualExecutor::new();
-    engine.add_executor(exec.clone(), &["js".into()]);
+    let (engine, sink, exec, jobs) = common::js_engine(2, 150);
     let mut s = spec("js", json!(null));
     s.max_attempts = Some(2);
     s.backoff = Some(Backoff {
@@ -329,9 +317,7 @@ fn renewals_keep_a_lease_alive() {
 
 #[test]
 fn handler_control_outcomes() {
-    let (engine, sink) = engine(4, 10_000);
-    let (exec, jobs) = ManualExecutor::new();
-    engine.add_executor(exec, &["js".into()]);
+    let (engine, sink, _exec, jobs) = common::js_engine(4, 10_000);
     let tasks = engine
         .push(vec![
             spec("js", json!("cancel")),
@@ -395,9 +381,7 @@ fn native_handlers_run_on_engine_threads_and_panics_become_failures() {
 
 #[test]
 fn shutdown_drains_then_releases_and_refuses_new_work() {
-    let (engine, sink) = engine(4, 10_000);
-    let (exec, jobs) = ManualExecutor::new();
-    engine.add_executor(exec.clone(), &["js".into()]);
+    let (engine, sink, exec, jobs) = common::js_engine(4, 10_000);
     let task = engine
         .push(vec![spec("js", json!(null))])
         .unwrap()
@@ -448,9 +432,7 @@ fn shutdown_waits_for_a_run_that_ends_in_time() {
 
 #[test]
 fn a_dependent_runs_only_after_its_dependency_succeeded() {
-    let (engine, sink) = engine(4, 10_000);
-    let (exec, jobs) = ManualExecutor::new();
-    engine.add_executor(exec, &["js".into()]);
+    let (engine, sink, _exec, jobs) = common::js_engine(4, 10_000);
     let a = engine.push(vec![spec("js", json!("a"))]).unwrap().remove(0);
     let mut b = spec("js", json!("b"));
     b.dependencies = Some(vec![a.id.to_string()]);
@@ -484,9 +466,7 @@ fn a_dependent_runs_only_after_its_dependency_succeeded() {
 
 #[test]
 fn a_failed_dependency_fails_its_dependents_without_running_them() {
-    let (engine, sink) = engine(4, 10_000);
-    let (exec, jobs) = ManualExecutor::new();
-    engine.add_executor(exec, &["js".into()]);
+    let (engine, sink, _exec, jobs) = common::js_engine(4, 10_000);
     let a = engine.push(vec![spec("js", json!("a"))]).unwrap().remove(0);
     let mut b = spec("js", json!("b"));
     b.dependencies = Some(vec![a.id.to_string()]);
@@ -523,9 +503,7 @@ fn a_failed_dependency_fails_its_dependents_without_running_them() {
 
 #[test]
 fn a_dependency_on_a_missing_task_is_refused_and_nothing_is_stored() {
-    let (engine, _sink) = engine(4, 10_000);
-    let (exec, _jobs) = ManualExecutor::new();
-    engine.add_executor(exec, &["js".into()]);
+    let (engine, _sink, _exec, _jobs) = common::js_engine(4, 10_000);
     let mut s = spec("js", json!(null));
     s.dependencies = Some(vec!["no-such-task".into()]);
     let err = engine.push(vec![spec("js", json!(1)), s]).unwrap_err();
@@ -535,9 +513,7 @@ fn a_dependency_on_a_missing_task_is_refused_and_nothing_is_stored() {
 
 #[test]
 fn tasks_sharing_a_lock_never_overlap_and_do_not_block_others() {
-    let (engine, _sink) = engine(4, 10_000);
-    let (exec, jobs) = ManualExecutor::new();
-    engine.add_executor(exec, &["js".into()]);
+    let (engine, _sink, _exec, jobs) = common::js_engine(4, 10_000);
     let locked = |name: &str| {
         let mut s = spec("js", json!(name));
         s.lock = Some("printer".into());
@@ -578,9 +554,7 @@ fn tasks_sharing_a_lock_never_overlap_and_do_not_block_others() {
 
 #[test]
 fn composite_tasks_and_step_dependencies_are_refused_until_supported() {
-    let (engine, _sink) = engine(4, 10_000);
-    let (exec, _jobs) = ManualExecutor::new();
-    engine.add_executor(exec, &["js".into()]);
+    let (engine, _sink, _exec, _jobs) = common::js_engine(4, 10_000);
     let mut s = spec("js", json!(null));
     s.atomicity = Some(decaf_tasks_core::Atomicity::Composite);
     s.steps = Some(vec![serde_json::from_value(
@@ -662,9 +636,7 @@ fn removing_an_executor_counts_an_attempt_for_its_runs_and_they_wait_for_another
 
 #[test]
 fn leases_of_claims_made_while_the_dispatcher_sleeps_are_still_renewed_and_recovered() {
-    let (engine, sink) = engine(4, 150);
-    let (exec, jobs) = ManualExecutor::new();
-    engine.add_executor(exec, &["js".into()]);
+    let (engine, sink, _exec, jobs) = common::js_engine(4, 150);
     engine
         .register_native(
             "native:long",
@@ -702,9 +674,7 @@ fn leases_of_claims_made_while_the_dispatcher_sleeps_are_still_renewed_and_recov
 #[test]
 fn native_tasks_waiting_for_a_native_thread_do_not_hold_service_slots() {
     // 2 native threads (see common::config), 8 slots.
-    let (engine, sink) = engine(8, 10_000);
-    let (exec, jobs) = ManualExecutor::new();
-    engine.add_executor(exec, &["js".into()]);
+    let (engine, sink, _exec, jobs) = common::js_engine(8, 10_000);
     engine
         .register_native(
             "native:gate",
@@ -911,9 +881,7 @@ fn an_executor_serving_several_classifications_is_never_promised_more_than_its_c
 
 #[test]
 fn a_scheduled_dependent_runs_on_time_once_its_dependency_succeeded() {
-    let (engine, sink) = engine(4, 60_000);
-    let (exec, jobs) = ManualExecutor::new();
-    engine.add_executor(exec, &["js".into()]);
+    let (engine, sink, _exec, jobs) = common::js_engine(4, 60_000);
     let a = engine.push(vec![spec("js", json!("a"))]).unwrap().remove(0);
     let at = now_ms() + 200;
     let mut b = spec("js", json!("b"));

@@ -148,3 +148,19 @@ pub fn engine_with(config: EngineConfig) -> (Engine, Arc<RecordingSink>) {
 pub fn recv(rx: &Receiver<Job>) -> Job {
     rx.recv_timeout(WAIT).expect("a job arrives")
 }
+
+/// An engine with one manual executor serving `"js"`.
+pub fn js_engine(
+    concurrency: usize,
+    lease_ms: u64,
+) -> (
+    Engine,
+    Arc<RecordingSink>,
+    Arc<ManualExecutor>,
+    Receiver<Job>,
+) {
+    let (engine, sink) = engine(concurrency, lease_ms);
+    let (exec, jobs) = ManualExecutor::new();
+    engine.add_executor(exec.clone(), &["js".into()]);
+    (engine, sink, exec, jobs)
+}
