@@ -17,6 +17,18 @@ fn spec(classification: &str, input: Value) -> TaskSpec {
     TaskSpec::new(classification, input)
 }
 
+/// A `"js"` task of `max_attempts` whose retries are due at once.
+fn retrying_at_once(max_attempts: u32) -> TaskSpec {
+    let mut s = spec("js", json!(null));
+    s.max_attempts = Some(max_attempts);
+    s.backoff = Some(Backoff {
+        base_ms: 0,
+        max_ms: 0,
+        ..Backoff::default()
+    });
+    s
+}
+
 #[test]
 fn runs_a_task_and_emits_events_in_order() {
     let (engine, sink, _exec, jobs) = common::js_engine(4, 10_000);
@@ -253,13 +265,7 @@ fn cancel_is_final_aborts_the_run_and_drops_its_late_result() {
 #[test]
 fn an_expired_lease_is_recovered_counts_an_attempt_and_fences_the_old_runner() {
     let (engine, sink, exec, jobs) = common::js_engine(2, 150);
-    let mut s = spec("js", json!(null));
-    s.max_attempts = Some(2);
-    s.backoff = Some(Backoff {
-        base_ms: 0,
-        max_ms: 0,
-        ..Backoff::default()
-    });
+    let s = retrying_at_once(2);
     let task = engine.push(vec![s]).unwrap().remove(0);
     let first = recv(&jobs);
     // The executor never renews: the lease runs out and the task is handed out again.
@@ -601,13 +607,7 @@ fn removing_an_executor_counts_an_attempt_for_its_runs_and_they_wait_for_another
     let (engine, sink) = engine(4, 10_000);
     let (gone, jobs_gone) = ManualExecutor::new();
     let id = engine.add_executor(gone, &["js".into()]);
-    let mut s = spec("js", json!(null));
-    s.max_attempts = Some(2);
-    s.backoff = Some(Backoff {
-        base_ms: 0,
-        max_ms: 0,
-        ..Backoff::default()
-    });
+    let s = retrying_at_once(2);
     let task = engine.push(vec![s]).unwrap().remove(0);
     let first = recv(&jobs_gone);
     assert_eq!(engine.remove_executor(id, "worker exited").unwrap(), 1);
@@ -720,14 +720,8 @@ fn a_run_past_its_timeout_fails_its_attempt_and_a_stuck_executor_is_reported() {
     });
     let (exec, jobs) = ManualExecutor::new();
     let id = engine.add_executor(exec.clone(), &["js".into()]);
-    let mut s = spec("js", json!(null));
+    let mut s = retrying_at_once(2);
     s.timeout_ms = Some(100);
-    s.max_attempts = Some(2);
-    s.backoff = Some(Backoff {
-        base_ms: 0,
-        max_ms: 0,
-        ..Backoff::default()
-    });
     let task = engine.push(vec![s]).unwrap().remove(0);
     let first = recv(&jobs);
     let second = recv(&jobs);
