@@ -18,8 +18,9 @@ pub enum EngineError {
         "no handler is registered for classification '{0}': register one before pushing tasks of it"
     )]
     UnknownClassification(String),
-    /// A dependency names a task that does not exist.
-    #[error("dependency {0} does not exist: a task can only depend on tasks pushed before it")]
+    /// A dependency names a task (or a step of one) that does not exist; the message says
+    /// which.
+    #[error("{0}")]
     DependencyNotFound(String),
     /// The engine is shut down (or shutting down) and accepts no new work.
     #[error("the engine is shut down: create a new service to push more tasks")]

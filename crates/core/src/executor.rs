@@ -31,6 +31,38 @@ pub struct Job {
     pub input: Arc<Value>,
     /// Outputs of earlier composite steps (an object; empty for atomic tasks).
     pub result_cache: Value,
+    /// The step this run is, for a composite task.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub step: Option<JobStep>,
+}
+
+/// Which step of a composite a [`Job`] runs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JobStep {
+    /// Index of the step (0-based).
+    pub index: u32,
+    /// Steps in the composite now.
+    pub total: u32,
+    /// Name of the step.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// 1-based number of this run of the step (its failed runs so far + 1).
+    pub attempt: u32,
+    /// Runs the step may take before it fails.
+    pub max_attempts: u32,
+    /// Whether the composite continues when the step fails.
+    pub can_fail: bool,
+    /// Classification of the composite task.
+    pub task_classification: String,
+}
+
+impl JobStep {
+    /// Whether a failure of this run fails the step for good (no in-place retry left):
+    /// then a `canFail` step's `catch` hook runs.
+    pub fn is_last_attempt(&self) -> bool {
+        self.attempt >= self.max_attempts
+    }
 }
 
 /// What a handler's run came to.

@@ -6,9 +6,10 @@ use std::sync::{Arc, Weak};
 use serde_json::Value;
 
 use crate::engine::Shared;
-use crate::executor::Outcome;
-use crate::model::{Millis, TaskError, TaskId};
-use crate::state::StopReason;
+use crate::error::{EngineError, Result};
+use crate::executor::{JobStep, Outcome};
+use crate::model::{Millis, StepSpec, TaskError, TaskId};
+use crate::state::{StepPosition, StopReason};
 
 /// How a handler run stops short of an output.
 #[derive(Debug, Clone, PartialEq)]
@@ -64,6 +65,10 @@ pub type HandlerResult = Result<Value, Interrupt>;
 pub trait Handler: Send + Sync + 'static {
     /// Runs the task.
     fn run(&self, input: &Value, ctx: &TaskContext) -> HandlerResult;
+
+    /// Runs when a `canFail` step this handler ran has failed for good (its last attempt):
+    /// the step is recorded `failed` and the composite goes on. The default does nothing.
+    fn catch(&self, _input: &Value, _error: &TaskError, _ctx: &TaskContext) {}
 }
 
 impl<F> Handler for F
@@ -113,6 +118,7 @@ pub struct TaskContext {
     pub(crate) token: u64,
     pub(crate) attempt: u32,
     pub(crate) result_cache: Value,
+    pub(crate) step: Option<JobStep>,
     pub(crate) stop: Arc<StopFlag>,
 }
 
@@ -142,9 +148,31 @@ impl TaskContext {
         self.attempt
     }
 
-    /// Outputs of earlier composite steps.
+    /// Outputs of earlier composite steps, by classification and by
+    /// `"<taskId>:step:<i>"`.
     pub fn result_cache(&self) -> &Value {
         &self.result_cache
+    }
+
+    /// The step this run is, inside a composite task.
+    pub fn step(&self) -> Option<&JobStep> {
+        self.step.as_ref()
+    }
+
+    /// Adds steps to the running composite (right after the current step, after those
+    /// this run added there already, or at the end). Returns the index of the first added
+    /// step. Fails outside a composite step, or once the run is no longer current.
+    pub fn schedule_steps(&self, steps: Vec<StepSpec>, position: StepPosition) -> Result<u32> {
+        if self.step.is_none() {
+            return Err(EngineError::Invalid(
+                "schedule_steps works only inside a step of a composite task".into(),
+            ));
+        }
+        let engine = self.engine.upgrade().ok_or(EngineError::Shutdown)?;
+        engine
+            .schedule_steps(&self.task_id, self.token, steps, position)?
+            .map(|(index, _)| index)
+            .ok_or_else(|| EngineError::Invalid("the run is no longer current".into()))
     }
 
     /// Whether the run was told to stop (cancel, lease lost, shutdown).

@@ -9,6 +9,7 @@
 //! [`EventSink`], [`Engine::register_native`] your [`Handler`]s, and [`Engine::push`] tasks.
 
 mod backoff;
+pub mod deps;
 mod engine;
 mod error;
 mod event;
@@ -23,14 +24,14 @@ pub use backoff::delay_ms;
 pub use engine::{now_ms, Engine, EngineConfig, ShutdownReport, MIN_LEASE_MS, NATIVE_PREFIX};
 pub use error::{EngineError, Result};
 pub use event::{Event, EventClass, EventDraft, EventSink, NullSink, Payload, StatusPayload};
-pub use executor::{Executor, ExecutorId, Job, Outcome};
+pub use executor::{Executor, ExecutorId, Job, JobStep, Outcome};
 pub use handler::{Handler, HandlerResult, Interrupt, TaskContext};
 pub use model::{
     Atomicity, Backoff, BackoffStrategy, Jitter, ListFilter, LogEntry, Millis, StepResult,
     StepSpec, Task, TaskError, TaskId, TaskSpec, TaskStatus,
 };
 pub use spec::{validate as validate_spec, MAX_KEY_LEN};
-pub use state::{Change, Refused, StopReason};
+pub use state::{Change, Refused, StepPosition, StopReason};
 pub use store::{
     ClaimBatch, ClaimRequest, DependencyFailure, MemoryStore, Numbering, Retention, Store,
     Transition,

@@ -335,8 +335,15 @@ pub struct Task {
     /// Index of the running step of a composite task.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub current_step: Option<u32>,
-    /// Results of completed steps.
+    /// Results of the steps run so far (index = step index).
     pub step_results: Vec<StepResult>,
+    /// Failed runs of the current step since it started (its in-place retries).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub step_attempt: u32,
+    /// Steps the current step's run inserted right after itself (`afterCurrent`), so that
+    /// several insertions keep their call order.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub steps_inserted: u32,
     /// The last log lines (bounded by the engine's `log_tail_max`).
     pub log_tail: Vec<LogEntry>,
     /// Creation time.
@@ -347,19 +354,79 @@ pub struct Task {
     pub version: u64,
 }
 
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
 impl Task {
+    /// Whether the task is a composite (a list of steps).
+    pub fn is_composite(&self) -> bool {
+        self.atomicity == Atomicity::Composite
+    }
+
+    /// The step a composite runs next (or now); `None` for atomic tasks.
+    pub fn step(&self) -> Option<&StepSpec> {
+        if !self.is_composite() {
+            return None;
+        }
+        self.steps.get(self.current_step.unwrap_or(0) as usize)
+    }
+
+    /// A composite between two runs of its steps: `running` for its users, but holding
+    /// no lease, and claimable again (for its next step, or a retry of the current one)
+    /// from [`Task::due_at`] on.
+    pub fn is_between_steps(&self) -> bool {
+        self.status == TaskStatus::Running && self.lease_expiry.is_none()
+    }
+
+    /// Whether a lease is held on the task (a run is in flight).
+    pub fn is_leased(&self) -> bool {
+        self.status == TaskStatus::Running && self.lease_expiry.is_some()
+    }
+
+    /// The classification whose handler runs the task's next run: the current step's for
+    /// a composite. Stores queue tasks by it.
+    pub fn run_classification(&self) -> &str {
+        self.step()
+            .map_or(&self.classification, |s| &s.classification)
+    }
+
+    /// The lock keys a run of the task holds: the task's, and the current step's.
+    pub fn run_locks(&self) -> impl Iterator<Item = &str> {
+        let step = self.step().and_then(|s| s.lock.as_deref());
+        self.lock
+            .as_deref()
+            .into_iter()
+            .chain(step.filter(|s| Some(*s) != self.lock.as_deref()))
+    }
+
+    /// What the task waits for before its next run: its own dependencies until it first
+    /// runs, then (for a composite) those of the current step.
+    pub fn run_dependencies(&self) -> impl Iterator<Item = &str> {
+        let started = self.attempt > 0
+            || self.current_step.unwrap_or(0) > 0
+            || self.step_attempt > 0
+            || self.lease_token > 0;
+        let own = (!started).then_some(&self.dependencies);
+        own.into_iter()
+            .flatten()
+            .chain(self.step().into_iter().flat_map(|s| &s.depends_on))
+            .map(String::as_str)
+    }
+
     /// When the task may next run: `scheduled_to`, `next_run_at` or its creation time.
     pub fn due_at(&self) -> Millis {
         match self.status {
             TaskStatus::Scheduled => self.scheduled_to.unwrap_or(self.created_at),
             TaskStatus::WaitingRetry => self.next_run_at.unwrap_or(self.updated_at),
+            TaskStatus::Running => self.next_run_at.unwrap_or(self.updated_at),
             _ => self.scheduled_to.unwrap_or(self.created_at),
         }
     }
 
     /// Whether `token` is the lease token of the current run.
     pub fn is_run(&self, token: u64) -> bool {
-        self.status == TaskStatus::Running && self.lease_token == token
+        self.is_leased() && self.lease_token == token
     }
 }
 

@@ -2,7 +2,7 @@
 //! terms); this is the engine's own line of defence, so a Rust caller gets the same rules.
 
 use crate::error::{EngineError, Result};
-use crate::model::{Atomicity, Backoff, TaskSpec};
+use crate::model::{Atomicity, Backoff, StepSpec, TaskSpec};
 
 /// Longest classification, name or lock key accepted.
 pub const MAX_KEY_LEN: usize = 256;
@@ -70,15 +70,34 @@ pub fn validate(spec: &TaskSpec) -> Result<()> {
         _ => {}
     }
     for (i, step) in steps.iter().enumerate() {
-        check_key(&format!("steps[{i}].classification"), &step.classification)?;
-        if step.max_attempts == Some(0) {
+        validate_step(&format!("steps[{i}]"), step)?;
+    }
+    Ok(())
+}
+
+/// Checks one step (`path` names it in messages, e.g. `steps[2]`).
+pub(crate) fn validate_step(path: &str, step: &StepSpec) -> Result<()> {
+    check_key(&format!("{path}.classification"), &step.classification)?;
+    if let Some(name) = &step.name {
+        if name.len() > MAX_KEY_LEN * 4 {
             return Err(invalid(format!(
-                "steps[{i}].maxAttempts must be a positive integer"
+                "{path}.name must be at most 1024 bytes long"
             )));
         }
-        if let Some(backoff) = &step.backoff {
-            check_backoff(&format!("steps[{i}].backoff"), backoff)?;
-        }
+    }
+    if let Some(lock) = &step.lock {
+        check_key(&format!("{path}.lock"), lock)?;
+    }
+    for (j, dep) in step.depends_on.iter().enumerate() {
+        check_key(&format!("{path}.dependsOn[{j}]"), dep)?;
+    }
+    if step.max_attempts == Some(0) {
+        return Err(invalid(format!(
+            "{path}.maxAttempts must be a positive integer"
+        )));
+    }
+    if let Some(backoff) = &step.backoff {
+        check_backoff(&format!("{path}.backoff"), backoff)?;
     }
     Ok(())
 }

@@ -6,7 +6,10 @@ use serde_json::Value;
 
 use crate::backoff;
 use crate::event::EventDraft;
-use crate::model::{Atomicity, LogEntry, Millis, Task, TaskError, TaskId, TaskSpec, TaskStatus};
+use crate::model::{
+    Atomicity, LogEntry, Millis, StepResult, StepSpec, Task, TaskError, TaskId, TaskSpec,
+    TaskStatus,
+};
 
 /// A new record and the events it causes.
 #[derive(Debug, Clone, PartialEq)]
@@ -69,11 +72,12 @@ pub fn create(spec: TaskSpec, id: TaskId, now: Millis) -> Change {
         Some(at) if at > now => TaskStatus::Scheduled,
         _ => TaskStatus::Pending,
     };
+    let atomicity = spec.atomicity.unwrap_or(Atomicity::Atomic);
     let task = Task {
         id,
         classification: spec.classification,
         name: spec.name,
-        atomicity: spec.atomicity.unwrap_or(Atomicity::Atomic),
+        atomicity,
         status,
         input: std::sync::Arc::new(spec.input),
         output: None,
@@ -91,8 +95,10 @@ pub fn create(spec: TaskSpec, id: TaskId, now: Millis) -> Change {
         lease_expiry: None,
         lease_token: 0,
         steps: spec.steps.unwrap_or_default(),
-        current_step: None,
+        current_step: (atomicity == Atomicity::Composite).then_some(0),
         step_results: Vec::new(),
+        step_attempt: 0,
+        steps_inserted: 0,
         log_tail: Vec::new(),
         created_at: now,
         updated_at: now,
@@ -107,11 +113,16 @@ pub fn is_claimable(task: &Task, now: Millis) -> bool {
     match task.status {
         TaskStatus::Pending => true,
         TaskStatus::Scheduled | TaskStatus::WaitingRetry => task.due_at() <= now,
+        TaskStatus::Running => task.is_between_steps() && task.due_at() <= now,
         _ => false,
     }
 }
 
 /// Leases a runnable task to `owner` until `now + lease_ms`; the token is incremented.
+///
+/// Events: the `running` status, unless a composite is only moving on to its next step
+/// (it is `running` already); then, for a composite, a progress event
+/// `{ currentStep, totalSteps }` announcing the step.
 pub fn claim(task: &Task, owner: &str, now: Millis, lease_ms: u64) -> Result<Change, Refused> {
     if task.status.is_terminal() {
         return Err(Refused::Ended(task.status));
@@ -129,7 +140,18 @@ pub fn claim(task: &Task, owner: &str, now: Millis, lease_ms: u64) -> Result<Cha
     next.lease_token = task.lease_token + 1;
     next.next_run_at = None;
     next.updated_at = now;
-    Ok(status_change(next))
+    let mut events = Vec::with_capacity(2);
+    if !task.is_between_steps() {
+        events.push(EventDraft::status(&next));
+    }
+    if let Some(step) = next.current_step.filter(|_| next.is_composite()) {
+        next.steps_inserted = 0;
+        events.push(EventDraft::progress(serde_json::json!({
+            "currentStep": step,
+            "totalSteps": next.steps.len(),
+        })));
+    }
+    Ok(Change { task: next, events })
 }
 
 fn running(task: &Task, token: u64) -> Result<Task, Refused> {
@@ -155,6 +177,9 @@ fn status_change(task: Task) -> Change {
 /// The run ended with `output`.
 pub fn succeed(task: &Task, token: u64, output: Value, now: Millis) -> Result<Change, Refused> {
     let mut next = running(task, token)?;
+    if next.is_composite() {
+        return Ok(step_succeeded(next, output, now));
+    }
     next.status = TaskStatus::Succeeded;
     next.output = Some(output);
     next.error = None;
@@ -163,9 +188,21 @@ pub fn succeed(task: &Task, token: u64, output: Value, now: Millis) -> Result<Ch
     Ok(status_change(next))
 }
 
-/// Counts a failed attempt: `waiting_retry` with a backoff delay while attempts remain,
-/// `failed` after the last one. `unit` in `[0, 1)` drives the jitter.
-fn count_failure(mut next: Task, error: TaskError, now: Millis, unit: f64) -> Change {
+/// Counts a failed run: of the current step for a composite (see [`step_failed`]), of the
+/// task otherwise (see [`task_failure`]).
+fn count_failure(next: Task, error: TaskError, now: Millis, unit: f64) -> Change {
+    if next.is_composite() {
+        step_failed(next, error, now, unit)
+    } else {
+        task_failure(next, error, now, unit)
+    }
+}
+
+/// Counts a failed attempt of the task: `waiting_retry` with a backoff delay while
+/// attempts remain, `failed` after the last one. `unit` in `[0, 1)` drives the jitter. A
+/// composite resumes at its current step.
+fn task_failure(mut next: Task, error: TaskError, now: Millis, unit: f64) -> Change {
+    next.step_attempt = 0;
     next.attempt = next.attempt.saturating_add(1);
     next.error = Some(error);
     clear_lease(&mut next);
@@ -204,12 +241,13 @@ pub fn retry(
     let next = running(task, token)?;
     let error = TaskError::new(reason.unwrap_or_else(|| "retry requested by the handler".into()))
         .with_code("E_RETRY");
-    Ok(count_failure(next, error, now, unit))
+    // A retry asked for inside a step acts on the whole task, not on the step.
+    Ok(task_failure(next, error, now, unit))
 }
 
 /// The lease of a running task ran out: its runner is presumed dead. Counts as an attempt.
 pub fn expire(task: &Task, now: Millis, unit: f64) -> Result<Change, Refused> {
-    if task.status != TaskStatus::Running {
+    if !task.is_leased() {
         return Err(Refused::Illegal {
             from: task.status,
             action: "expire",
@@ -274,6 +312,7 @@ pub fn reschedule(
 ) -> Result<Change, Refused> {
     let mut next = running(task, token)?;
     next.status = TaskStatus::Scheduled;
+    next.step_attempt = 0;
     next.scheduled_to = Some(at);
     next.next_run_at = None;
     if let Some(reason) = reason {
@@ -305,7 +344,7 @@ pub fn dependency_failed(
     if task.status.is_terminal() {
         return Err(Refused::Ended(task.status));
     }
-    if task.status == TaskStatus::Running {
+    if task.is_leased() {
         return Err(Refused::Illegal {
             from: task.status,
             action: "fail on a dependency",
@@ -342,8 +381,16 @@ pub fn renew(task: &Task, token: u64, now: Millis, lease_ms: u64) -> Result<Chan
 }
 
 /// A log line of the current run, kept in the last `tail_max` lines of `log_tail`.
-pub fn log(task: &Task, token: u64, entry: LogEntry, tail_max: usize) -> Result<Change, Refused> {
+pub fn log(
+    task: &Task,
+    token: u64,
+    mut entry: LogEntry,
+    tail_max: usize,
+) -> Result<Change, Refused> {
     let mut next = running(task, token)?;
+    if next.is_composite() {
+        entry.step = next.current_step;
+    }
     let event = EventDraft::log(entry.clone());
     if tail_max > 0 {
         if next.log_tail.len() >= tail_max {
@@ -365,6 +412,190 @@ pub fn progress(task: &Task, token: u64, data: Value) -> Result<Change, Refused>
         task: next,
         events: vec![EventDraft::progress(data)],
     })
+}
+
+/// Where [`schedule_steps`] inserts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StepPosition {
+    /// Right after the running step, after the steps its run inserted there already.
+    AfterCurrent,
+    /// After the last step.
+    AtEnd,
+}
+
+fn set_step_result(task: &mut Task, index: usize, result: StepResult) {
+    if index < task.step_results.len() {
+        task.step_results[index] = result;
+    } else {
+        // Steps run in order, so `index` is the next one.
+        task.step_results.push(result);
+    }
+}
+
+/// The current step's run returned `output`: it is recorded, announced with a progress
+/// event `{ currentStep, totalSteps, output }`, and the composite moves on.
+fn step_succeeded(mut next: Task, output: Value, now: Millis) -> Change {
+    let index = next.current_step.unwrap_or(0);
+    let attempt = next.step_attempt + 1;
+    let event = EventDraft::progress(serde_json::json!({
+        "currentStep": index,
+        "totalSteps": next.steps.len(),
+        "output": output,
+    }));
+    set_step_result(
+        &mut next,
+        index as usize,
+        StepResult {
+            status: TaskStatus::Succeeded,
+            output: Some(output),
+            error: None,
+            attempt,
+        },
+    );
+    advance(next, vec![event], now)
+}
+
+/// Moves a composite past its current step: to the next one (it stays `running`, between
+/// steps, claimable at once) or, after the last, to `succeeded` with output
+/// `{ stepResults }`.
+fn advance(mut next: Task, mut events: Vec<EventDraft>, now: Millis) -> Change {
+    clear_lease(&mut next);
+    next.updated_at = now;
+    next.step_attempt = 0;
+    next.steps_inserted = 0;
+    next.next_run_at = None;
+    let following = next.current_step.unwrap_or(0) + 1;
+    if (following as usize) < next.steps.len() {
+        next.current_step = Some(following);
+        return Change { task: next, events };
+    }
+    next.status = TaskStatus::Succeeded;
+    next.error = None;
+    next.output = Some(serde_json::json!({ "stepResults": next.step_results }));
+    events.push(EventDraft::status(&next));
+    Change { task: next, events }
+}
+
+/// The current step's run failed. While the step has attempts left (its own
+/// `maxAttempts`, else the task's), it runs again in place after its backoff (its own, else
+/// the task's) and the task's `attempt` does not change; a warning log line says so. When
+/// it has none left, it is recorded `failed`; a `canFail` step lets the composite move on,
+/// otherwise the task-level retry applies ([`task_failure`]) and a retry resumes here.
+fn step_failed(mut next: Task, error: TaskError, now: Millis, unit: f64) -> Change {
+    let index = next.current_step.unwrap_or(0);
+    let Some(step) = next.steps.get(index as usize) else {
+        return task_failure(next, error, now, unit);
+    };
+    let max_attempts = step.max_attempts.unwrap_or(next.max_attempts);
+    let backoff = step.backoff.unwrap_or(next.backoff);
+    let can_fail = step.can_fail;
+    let classification = step.classification.clone();
+    next.step_attempt = next.step_attempt.saturating_add(1);
+    if next.step_attempt < max_attempts {
+        let delay = backoff::delay_ms(&backoff, next.step_attempt, unit);
+        clear_lease(&mut next);
+        next.updated_at = now;
+        next.next_run_at = Some(now.saturating_add(delay.min(i64::MAX as u64) as i64));
+        let line = LogEntry {
+            ts: now,
+            level: "warn".into(),
+            msg: format!(
+                "step {index} ({classification}) failed on attempt {} of {max_attempts}: {}; retrying in {delay} ms",
+                next.step_attempt, error.message
+            ),
+            meta: serde_json::to_value(&error).ok(),
+            step: Some(index),
+        };
+        next.error = Some(error);
+        return Change {
+            task: next,
+            events: vec![EventDraft::log(line)],
+        };
+    }
+    let result = StepResult {
+        status: TaskStatus::Failed,
+        output: None,
+        error: Some(error.clone()),
+        attempt: next.step_attempt,
+    };
+    set_step_result(&mut next, index as usize, result);
+    if can_fail {
+        let event = EventDraft::progress(serde_json::json!({
+            "currentStep": index,
+            "totalSteps": next.steps.len(),
+            "error": error,
+        }));
+        return advance(next, vec![event], now);
+    }
+    task_failure(next, error, now, unit)
+}
+
+/// The running step of a composite adds `steps` to the plan (`ctx.scheduleSteps`). They are
+/// persisted with the task (a retry keeps them) and announced by an `update` event
+/// `{ status: 'update', currentStep, totalSteps, output: { added, insertionIndex } }`.
+/// Returns the change and the insertion index.
+pub fn schedule_steps(
+    task: &Task,
+    token: u64,
+    steps: Vec<StepSpec>,
+    position: StepPosition,
+    now: Millis,
+) -> Result<(Change, u32), Refused> {
+    let mut next = running(task, token)?;
+    if !next.is_composite() {
+        return Err(Refused::Illegal {
+            from: task.status,
+            action: "schedule steps of an atomic task",
+        });
+    }
+    let current = next.current_step.unwrap_or(0);
+    let added = steps.len() as u32;
+    let index = match position {
+        StepPosition::AfterCurrent => {
+            let at = (current + 1 + next.steps_inserted) as usize;
+            next.steps_inserted += added;
+            at.min(next.steps.len())
+        }
+        StepPosition::AtEnd => next.steps.len(),
+    };
+    next.steps.splice(index..index, steps);
+    next.updated_at = now;
+    let event = EventDraft {
+        class: crate::event::EventClass::Update,
+        payload: crate::event::Payload::Json(serde_json::json!({
+            "status": "update",
+            "currentStep": current,
+            "totalSteps": next.steps.len(),
+            "output": { "added": added, "insertionIndex": index },
+        })),
+    };
+    Ok((
+        Change {
+            task: next,
+            events: vec![event],
+        },
+        index as u32,
+    ))
+}
+
+/// What the runs of a composite's later steps read in `ctx.resultCache`: the output of
+/// every succeeded step before the current one, by classification (the latest wins) and by
+/// `"<taskId>:step:<i>"`. Empty for an atomic task.
+pub fn result_cache(task: &Task) -> Value {
+    let mut cache = serde_json::Map::new();
+    if task.is_composite() {
+        let done = task.current_step.unwrap_or(0) as usize;
+        for (i, result) in task.step_results.iter().enumerate().take(done) {
+            let (TaskStatus::Succeeded, Some(output)) = (result.status, &result.output) else {
+                continue;
+            };
+            if let Some(step) = task.steps.get(i) {
+                cache.insert(step.classification.clone(), output.clone());
+            }
+            cache.insert(format!("{}:step:{i}", task.id), output.clone());
+        }
+    }
+    Value::Object(cache)
 }
 
 #[cfg(test)]

@@ -559,21 +559,6 @@ fn tasks_sharing_a_lock_never_overlap_and_do_not_block_others() {
 }
 
 #[test]
-fn composite_tasks_and_step_dependencies_are_refused_until_supported() {
-    let (engine, _sink, _exec, _jobs) = common::js_engine(4, 10_000);
-    let mut s = spec("js", json!(null));
-    s.atomicity = Some(decaf_tasks_core::Atomicity::Composite);
-    s.steps = Some(vec![serde_json::from_value(
-        json!({"classification": "js"}),
-    )
-    .unwrap()]);
-    assert_eq!(engine.push(vec![s]).unwrap_err().code(), "E_INVALID");
-    let mut s = spec("js", json!(null));
-    s.dependencies = Some(vec!["x:0".into()]);
-    assert_eq!(engine.push(vec![s]).unwrap_err().code(), "E_INVALID");
-}
-
-#[test]
 fn an_executor_never_gets_more_than_its_capacity_and_the_least_loaded_gets_work() {
     let (engine, _sink) = engine(16, 10_000);
     let (a, jobs_a) = ManualExecutor::new();

@@ -58,7 +58,7 @@ fn claim(store: &dyn Store, limit: usize, now: i64, room: &dyn Fn(&str) -> bool)
         .unwrap()
         .claimed
         .into_iter()
-        .map(|t| t.id.to_string())
+        .map(|t| t.task.id.to_string())
         .collect()
 }
 

@@ -11,10 +11,9 @@ use rustc_hash::FxHashMap;
 
 use super::{now_ms, Overdue, Run, Shared, State};
 use crate::error::Result;
-use crate::event::EventDraft;
-use crate::executor::{ExecutorId, Job};
+use crate::executor::{ExecutorId, Job, JobStep};
 use crate::model::{Millis, Task, TaskError, TaskId};
-use crate::state::{self, StopReason};
+use crate::state::{self, Change, StopReason};
 use crate::store::{ClaimBatch, ClaimRequest, DependencyFailure};
 
 /// Most expired leases recovered per wake-up.
@@ -229,12 +228,19 @@ impl Shared {
         let mut events = Vec::with_capacity(claimed.len());
         let mut jobs = Vec::with_capacity(claimed.len());
         let mut unassigned = Vec::new();
-        for (i, task) in claimed.into_iter().enumerate() {
+        for (
+            i,
+            Change {
+                task,
+                events: drafts,
+            },
+        ) in claimed.into_iter().enumerate()
+        {
             let Some(&executor) = reserved.get(i).filter(|id| st.executors.contains_key(id)) else {
                 unassigned.push((TaskId::clone(&task.id), task.lease_token));
                 continue;
             };
-            events.extend(self.number(st, &task.id, vec![EventDraft::status(&task)], now));
+            events.extend(self.number(st, &task.id, drafts, now));
             let deadline = task
                 .timeout_ms
                 .map(|ms| now.saturating_add(ms.min(i64::MAX as u64) as Millis));
@@ -305,13 +311,35 @@ impl Shared {
 }
 
 fn job_of(task: Task) -> Job {
+    let Some(step) = task.step() else {
+        return Job {
+            attempt: task.attempt + 1,
+            token: task.lease_token,
+            classification: task.classification,
+            name: task.name,
+            input: task.input,
+            result_cache: serde_json::Value::Object(Default::default()),
+            step: None,
+            task_id: task.id,
+        };
+    };
+    let index = task.current_step.unwrap_or(0);
     Job {
         attempt: task.attempt + 1,
         token: task.lease_token,
-        classification: task.classification,
-        name: task.name,
-        input: task.input,
-        result_cache: serde_json::Value::Object(Default::default()),
+        classification: step.classification.clone(),
+        name: step.name.clone().or_else(|| task.name.clone()),
+        input: std::sync::Arc::new(step.input.clone()),
+        result_cache: state::result_cache(&task),
+        step: Some(JobStep {
+            index,
+            total: task.steps.len() as u32,
+            name: step.name.clone(),
+            attempt: task.step_attempt + 1,
+            max_attempts: step.max_attempts.unwrap_or(task.max_attempts),
+            can_fail: step.can_fail,
+            task_classification: task.classification.clone(),
+        }),
         task_id: task.id,
     }
 }

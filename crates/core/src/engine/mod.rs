@@ -21,9 +21,11 @@ use crate::error::{EngineError, Result};
 use crate::event::{Event, EventDraft, EventSink};
 use crate::executor::{Executor, ExecutorId, Outcome};
 use crate::handler::Handler;
-use crate::model::{ListFilter, LogEntry, Millis, Task, TaskId, TaskSpec, TaskStatus};
+use crate::model::{
+    Atomicity, ListFilter, LogEntry, Millis, StepSpec, Task, TaskId, TaskSpec, TaskStatus,
+};
 use crate::spec;
-use crate::state::{self, Change, Refused, StopReason};
+use crate::state::{self, Change, Refused, StepPosition, StopReason};
 use crate::store::Store;
 use native::NativeExecutor;
 
@@ -332,6 +334,77 @@ impl Shared {
         Ok(true)
     }
 
+    /// Adds `steps` to the composite whose run `token` is in flight; `None` when the token
+    /// is stale. Returns the insertion index and the new number of steps.
+    pub(crate) fn schedule_steps(
+        &self,
+        id: &str,
+        token: u64,
+        steps: Vec<StepSpec>,
+        position: StepPosition,
+    ) -> Result<Option<(u32, u32)>> {
+        if steps.is_empty() {
+            return Err(EngineError::Invalid(
+                "scheduleSteps needs at least one step".into(),
+            ));
+        }
+        for (i, step) in steps.iter().enumerate() {
+            spec::validate_step(&format!("steps[{i}]"), step)?;
+        }
+        let now = now_ms();
+        let mut st = self.state.lock();
+        self.check_known(&st, steps.iter().map(|s| s.classification.as_str()))?;
+        self.check_dependencies(steps.iter().flat_map(|s| &s.depends_on))?;
+        let current = self
+            .store
+            .get(id)?
+            .ok_or_else(|| EngineError::NotFound(id.to_owned()))?;
+        if !current.is_composite() {
+            return Err(EngineError::Invalid(format!(
+                "scheduleSteps works only inside a step of a composite task; task {id} is atomic"
+            )));
+        }
+        let mut placed = None;
+        let result = self.commit(&mut st, id, now, |task| {
+            let (change, index) = state::schedule_steps(task, token, steps.clone(), position, now)?;
+            placed = Some((index, change.task.steps.len() as u32));
+            Ok(change)
+        })?;
+        Ok(result.ok().and(placed))
+    }
+
+    /// Refuses classifications no executor serves (unless other processes share the
+    /// store: they may).
+    fn check_known<'a>(
+        &self,
+        st: &State,
+        classifications: impl IntoIterator<Item = &'a str>,
+    ) -> Result<()> {
+        if self.store.is_shared() {
+            return Ok(());
+        }
+        for c in classifications {
+            if !st.routes.contains_key(c) {
+                return Err(EngineError::UnknownClassification(c.to_owned()));
+            }
+        }
+        Ok(())
+    }
+
+    /// Refuses a dependency on a task (or step) that does not exist.
+    fn check_dependencies<'a>(&self, deps: impl IntoIterator<Item = &'a String>) -> Result<()> {
+        let mut seen: Vec<&str> = Vec::new();
+        for dep in deps {
+            if seen.contains(&dep.as_str()) {
+                continue;
+            }
+            seen.push(dep);
+            let target = self.store.get(crate::deps::DepRef::parse(dep).task_id)?;
+            crate::deps::check(dep, target.as_ref()).map_err(EngineError::DependencyNotFound)?;
+        }
+        Ok(())
+    }
+
     pub(crate) fn heartbeat(&self, id: &str, token: u64) -> Result<bool> {
         let now = now_ms();
         let lease = self.config.lease_ms;
@@ -590,23 +663,26 @@ impl Engine {
                 other => other,
             })?;
         }
-        for spec in &specs {
-            check_supported(spec)?;
-        }
         let shared = &self.shared;
         let now = now_ms();
         let mut st = shared.state.lock();
         if !st.accepting {
             return Err(EngineError::Shutdown);
         }
-        if !shared.store.is_shared() {
-            for spec in &specs {
-                let steps = spec.steps.iter().flatten().map(|s| &s.classification);
-                for c in std::iter::once(&spec.classification).chain(steps) {
-                    if !st.routes.contains_key(c) {
-                        return Err(EngineError::UnknownClassification(c.clone()));
-                    }
+        for spec in &specs {
+            let steps = spec.steps.iter().flatten();
+            match spec.atomicity.unwrap_or_default() {
+                // A composite's own classification names it; its steps' handlers run it.
+                Atomicity::Composite => {
+                    shared.check_known(&st, steps.clone().map(|s| s.classification.as_str()))?
                 }
+                Atomicity::Atomic => shared.check_known(&st, [spec.classification.as_str()])?,
+            }
+            let deps = spec.dependencies.iter().flatten();
+            if deps.clone().any(|d| d.contains(':'))
+                || steps.clone().any(|s| !s.depends_on.is_empty())
+            {
+                shared.check_dependencies(deps.chain(steps.flat_map(|s| &s.depends_on)))?;
             }
         }
         let mut tasks = Vec::with_capacity(specs.len());
@@ -708,6 +784,22 @@ impl Engine {
         self.shared.heartbeat(id, token)
     }
 
+    /// Adds `steps` to the composite task `id` from its step run `token`
+    /// (`ctx.scheduleSteps`): right after the current step (after those this run added
+    /// there already) or at the end. The steps are persisted with the task and announced
+    /// by an `update` event. Returns `(insertion index, total steps)`, or `None` when the
+    /// token is stale. Refused for an atomic task, bad steps, unknown classifications and
+    /// dependencies on tasks that do not exist.
+    pub fn schedule_steps(
+        &self,
+        id: &str,
+        token: u64,
+        steps: Vec<StepSpec>,
+        position: StepPosition,
+    ) -> Result<Option<(u32, u32)>> {
+        self.shared.schedule_steps(id, token, steps, position)
+    }
+
     /// Stops claiming, waits up to `timeout` for running tasks, then tells the rest to
     /// stop and releases them back to `pending` (attempts unchanged), and stops the
     /// engine's threads. Pushing afterwards fails with [`EngineError::Shutdown`]. Calling it
@@ -768,19 +860,4 @@ impl Drop for Engine {
         self.shared.wake();
         self.shared.native.close();
     }
-}
-
-/// Refuses what this version stores but cannot run yet, rather than running it wrongly.
-fn check_supported(spec: &TaskSpec) -> Result<()> {
-    if spec.atomicity == Some(crate::model::Atomicity::Composite) {
-        return Err(EngineError::Invalid(
-            "composite tasks are not supported yet: push each step as its own task and chain them with dependencies".into(),
-        ));
-    }
-    if let Some(dep) = spec.dependencies.iter().flatten().find(|d| d.contains(':')) {
-        return Err(EngineError::Invalid(format!(
-            "dependency '{dep}' names a step: step dependencies need composite tasks, not supported yet"
-        )));
-    }
-    Ok(())
 }

@@ -70,6 +70,7 @@ impl NativeExecutor {
             token: job.token,
             attempt: job.attempt,
             result_cache: job.result_cache,
+            step: job.step,
             stop,
         };
         let outcome = match handler {
@@ -80,22 +81,31 @@ impl NativeExecutor {
                 ))
                 .with_code("E_UNKNOWN_CLASSIFICATION"),
             },
-            Some(handler) => match catch_unwind(AssertUnwindSafe(|| handler.run(&job.input, &ctx)))
-            {
-                Ok(Ok(output)) => Outcome::Succeed { output },
-                Ok(Err(interrupt)) => interrupt.into(),
-                Err(panic) => {
-                    let msg = panic
-                        .downcast_ref::<&str>()
-                        .map(|s| s.to_string())
-                        .or_else(|| panic.downcast_ref::<String>().cloned())
-                        .unwrap_or_else(|| "unknown panic".into());
-                    Outcome::Fail {
-                        error: TaskError::new(format!("native handler panicked: {msg}"))
-                            .with_code("E_PANIC"),
+            Some(handler) => {
+                let outcome = match catch_unwind(AssertUnwindSafe(|| handler.run(&job.input, &ctx)))
+                {
+                    Ok(Ok(output)) => Outcome::Succeed { output },
+                    Ok(Err(interrupt)) => interrupt.into(),
+                    Err(panic) => Outcome::Fail {
+                        error: TaskError::new(format!(
+                            "native handler panicked: {}",
+                            panic_message(&*panic)
+                        ))
+                        .with_code("E_PANIC"),
+                    },
+                };
+                if let (Outcome::Fail { error }, Some(step)) = (&outcome, &ctx.step) {
+                    if step.can_fail && step.is_last_attempt() {
+                        let caught = catch_unwind(AssertUnwindSafe(|| {
+                            handler.catch(&job.input, error, &ctx)
+                        }));
+                        if let Err(panic) = caught {
+                            tracing::warn!(task = %job.task_id, panic = panic_message(&*panic), "catch hook panicked");
+                        }
                     }
                 }
-            },
+                outcome
+            }
         };
         {
             let mut stops = self.stops.lock();
@@ -136,4 +146,12 @@ impl Executor for NativeExecutor {
             }
         }
     }
+}
+
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".into())
 }

@@ -3,11 +3,14 @@
 //! Tasks live in a vector ordered by insertion sequence; the indexes (ready queue, timers,
 //! leases) hold only small copyable keys, so keeping them up to date allocates nothing.
 //!
-//! Dependencies: a task whose dependencies have not all succeeded sits in no index (it is
-//! not scanned by claims); it is placed when its last dependency succeeds, and reported
-//! by the next claim when one fails or is canceled. Locks: a lock key held by a running
-//! task makes claims skip the other tasks of that key (they keep their place; unrelated
-//! tasks behind them are still claimed).
+//! Tasks are queued by the classification of their next run (a composite's current step).
+//!
+//! Dependencies: a task whose next run waits for dependencies that have not all succeeded
+//! sits in no index (it is not scanned by claims); it is placed when the last one succeeds,
+//! and reported by the next claim when one fails or is canceled. A dependency is looked at
+//! again only when the task it names ends or moves to its next step. Locks: a lock key
+//! held by a running task (or step) makes claims skip the other tasks of that key (they
+//! keep their place; unrelated tasks behind them are still claimed).
 
 use std::cmp::Reverse;
 use std::collections::{BTreeSet, VecDeque};
@@ -16,6 +19,7 @@ use parking_lot::Mutex;
 use rustc_hash::FxHashMap;
 
 use super::{ClaimBatch, ClaimRequest, DependencyFailure, Numbering, Retention, Store, Transition};
+use crate::deps::{self, DepRef, DepState};
 use crate::error::{EngineError, Result};
 use crate::event::Event;
 use crate::model::{ListFilter, Millis, Task, TaskId, TaskStatus};
@@ -41,12 +45,12 @@ enum Slot {
 
 struct Entry {
     task: Task,
-    /// Interned classification (index into `Inner::ready`).
+    /// Interned classification of the next run (index into `Inner::ready`).
     class: u32,
     slot: Slot,
     events: Vec<Event>,
-    /// Dependencies that have not succeeded yet.
-    unmet: usize,
+    /// Dependencies of the next run that have not succeeded (yet).
+    waiting: Vec<String>,
 }
 
 #[derive(Default)]
@@ -66,11 +70,11 @@ struct Inner {
     timers: BTreeSet<(Millis, u64)>,
     leases: BTreeSet<(Millis, u64)>,
     active: usize,
-    /// Tasks waiting for each (unended) task.
+    /// Tasks waiting for each (unended) task, or for one of its steps.
     dependents: FxHashMap<TaskId, Vec<u64>>,
     /// Blocked tasks whose dependency ended without succeeding, for the next claim.
     doomed: Vec<DependencyFailure>,
-    /// Lock keys held by running tasks.
+    /// Lock keys held by runs in flight.
     locks: FxHashMap<String, u64>,
 }
 
@@ -81,15 +85,30 @@ fn now_of(entries: &[Option<Box<Entry>>], seq: u64) -> Millis {
         .map_or(0, |e| e.task.updated_at)
 }
 
-fn slot_of(task: &Task, seq: u64, unmet: usize) -> Slot {
-    if unmet > 0 && matches!(task.status, TaskStatus::Pending | TaskStatus::Scheduled) {
+fn slot_of(task: &Task, seq: u64, blocked: bool) -> Slot {
+    let waits = matches!(task.status, TaskStatus::Pending | TaskStatus::Scheduled)
+        || task.is_between_steps();
+    if blocked && waits {
         return Slot::Blocked;
     }
+    let ready = || Slot::Ready((Reverse(task.priority), task.due_at(), seq));
     match task.status {
-        TaskStatus::Pending => Slot::Ready((Reverse(task.priority), task.due_at(), seq)),
+        TaskStatus::Pending => ready(),
         TaskStatus::Scheduled | TaskStatus::WaitingRetry => Slot::Timer(task.due_at(), seq),
+        TaskStatus::Running if task.is_between_steps() => match task.next_run_at {
+            Some(at) => Slot::Timer(at, seq),
+            None => ready(),
+        },
         TaskStatus::Running => Slot::Lease(task.lease_expiry.unwrap_or(Millis::MAX), seq),
         _ => Slot::None,
+    }
+}
+
+fn owned_locks(task: &Task) -> Vec<String> {
+    if task.is_leased() {
+        task.run_locks().map(str::to_owned).collect()
+    } else {
+        Vec::new()
     }
 }
 
@@ -201,8 +220,8 @@ impl Inner {
                 queue.head = queue.iter.next().copied();
                 continue;
             };
-            let lock = entry.task.lock.as_deref();
-            if lock.is_some_and(|l| self.locks.contains_key(l) || taken_locks.contains(&l)) {
+            let mut locks = entry.task.run_locks();
+            if locks.any(|l| self.locks.contains_key(l) || taken_locks.contains(&l)) {
                 queue.head = queue.iter.next().copied();
                 continue;
             }
@@ -211,9 +230,7 @@ impl Inner {
                 queue.open = false;
                 continue;
             }
-            if let Some(lock) = lock {
-                taken_locks.push(lock);
-            }
+            taken_locks.extend(entry.task.run_locks());
             queue.head = queue.iter.next().copied();
             picked.push(key.2);
         }
@@ -222,6 +239,16 @@ impl Inner {
 
     /// Replaces the record of task `seq`, keeping the indexes and the active count right.
     fn store(&mut self, seq: u64, task: Task, events: &[Event]) {
+        // A composite's next run may be of another classification.
+        let new_class = task
+            .is_composite()
+            .then(|| self.class_id(task.run_classification()));
+        let Some(entry) = self.entries.get(seq as usize).and_then(|e| e.as_deref()) else {
+            return;
+        };
+        let moved_on = task.current_step != entry.task.current_step;
+        // A new step waits for its own dependencies.
+        let waiting = (moved_on && !task.status.is_terminal()).then(|| self.evaluate(seq, &task));
         let Some(entry) = self
             .entries
             .get_mut(seq as usize)
@@ -231,52 +258,125 @@ impl Inner {
         };
         let was_active = !entry.task.status.is_terminal();
         let is_active = !task.status.is_terminal();
-        let was_running = entry.task.status == TaskStatus::Running;
-        let is_running = task.status == TaskStatus::Running;
+        let old_locks = owned_locks(&entry.task);
+        let new_locks = owned_locks(&task);
+        if let Some(waiting) = waiting {
+            entry.waiting = waiting;
+        }
         let old_slot = entry.slot;
-        let class = entry.class;
-        let new_slot = slot_of(&task, seq, entry.unmet);
+        let old_class = entry.class;
+        let class = new_class.unwrap_or(old_class);
+        let new_slot = slot_of(&task, seq, !entry.waiting.is_empty());
         entry.task = task;
         entry.slot = new_slot;
+        entry.class = class;
         // Exact growth: a task has a handful of events, and this memory lives as long as it.
         entry.events.reserve_exact(events.len());
         entry.events.extend_from_slice(events);
-        let lock = entry.task.lock.clone();
-        let ended =
-            (was_active && !is_active).then(|| (TaskId::clone(&entry.task.id), entry.task.status));
-        if old_slot != new_slot {
-            self.unplace(class, old_slot);
+        let progressed =
+            (moved_on || (was_active && !is_active)).then(|| TaskId::clone(&entry.task.id));
+        let ended = (was_active && !is_active).then_some(entry.task.status);
+        if old_slot != new_slot || old_class != class {
+            self.unplace(old_class, old_slot);
             self.place(class, new_slot);
         }
-        if let Some(lock) = lock {
-            if was_running && !is_running && self.locks.get(&lock) == Some(&seq) {
+        for lock in old_locks {
+            if self.locks.get(&lock) == Some(&seq) {
                 self.locks.remove(&lock);
-            } else if is_running {
-                self.locks.insert(lock, seq);
             }
+        }
+        for lock in new_locks {
+            self.locks.insert(lock, seq);
         }
         match (was_active, is_active) {
             (true, false) => self.active -= 1,
             (false, true) => self.active += 1,
             _ => {}
         }
-        if let Some((id, status)) = ended {
+        if let Some(status) = ended {
             let queue = if status == TaskStatus::Succeeded {
                 &mut self.ended_ok
             } else {
                 &mut self.ended_ko
             };
             queue.push_back((now_of(&self.entries, seq), seq));
-            self.dependency_ended(&id, status);
+        }
+        if let Some(id) = progressed {
+            self.dependency_progressed(&id);
         }
     }
 
-    /// A task ended: its dependents get one dependency fewer to wait for, or are doomed.
-    fn dependency_ended(&mut self, id: &TaskId, status: TaskStatus) {
-        let Some(waiting) = self.dependents.remove(id) else {
+    /// The dependencies of `task`'s next run (task `seq`) that have not succeeded: `seq`
+    /// is registered as a dependent of the tasks they name, and those that never can are
+    /// doomed (reported by the next claim; the task stays blocked until the engine fails
+    /// it).
+    fn evaluate(&mut self, seq: u64, task: &Task) -> Vec<String> {
+        let states: Vec<(&str, DepState)> = task
+            .run_dependencies()
+            .map(|dep| {
+                let parsed = DepRef::parse(dep);
+                let state = self.entry(parsed.task_id).map_or(
+                    // Gone: purged by retention, so it ended; how is not known any more.
+                    DepState::Failed(TaskStatus::Failed),
+                    |e| deps::state_of(parsed, &e.task),
+                );
+                (dep, state)
+            })
+            .collect();
+        let mut waiting = Vec::new();
+        for (dep, state) in states {
+            match state {
+                DepState::Met => continue,
+                DepState::Waiting => {
+                    let target: TaskId = DepRef::parse(dep).task_id.into();
+                    let dependents = self.dependents.entry(target).or_default();
+                    if dependents.last() != Some(&seq) {
+                        dependents.push(seq);
+                    }
+                }
+                DepState::Failed(status) => self.doomed.push(DependencyFailure {
+                    task_id: TaskId::clone(&task.id),
+                    dependency: dep.into(),
+                    status,
+                }),
+            }
+            waiting.push(dep.to_owned());
+        }
+        waiting
+    }
+
+    /// Task `id` ended or moved to its next step: its dependents look at what they wait
+    /// for from it again. Those with nothing left to wait for become runnable; those
+    /// waiting for something that can no longer succeed are doomed.
+    fn dependency_progressed(&mut self, id: &TaskId) {
+        let Some(mut dependents) = self.dependents.remove(id) else {
             return;
         };
-        for seq in waiting {
+        dependents.sort_unstable();
+        dependents.dedup();
+        let Some(target) = self.entry(id) else {
+            return;
+        };
+        let verdicts: Vec<(u64, Vec<(usize, DepState)>)> = dependents
+            .iter()
+            .filter_map(|&seq| {
+                let entry = self.entries.get(seq as usize)?.as_deref()?;
+                if entry.task.status.is_terminal() {
+                    return None;
+                }
+                let states = entry
+                    .waiting
+                    .iter()
+                    .enumerate()
+                    .map(|(i, dep)| (i, DepRef::parse(dep)))
+                    .filter(|(_, dep)| dep.task_id == &**id)
+                    .map(|(i, dep)| (i, deps::state_of(dep, &target.task)))
+                    .collect();
+                Some((seq, states))
+            })
+            .collect();
+        let mut still = Vec::new();
+        for (seq, states) in verdicts {
             let Some(entry) = self
                 .entries
                 .get_mut(seq as usize)
@@ -284,26 +384,36 @@ impl Inner {
             else {
                 continue;
             };
-            if entry.task.status.is_terminal() {
-                continue;
-            }
-            if status == TaskStatus::Succeeded {
-                entry.unmet = entry.unmet.saturating_sub(1);
-                if entry.unmet == 0 {
-                    let old = entry.slot;
-                    let new = slot_of(&entry.task, seq, 0);
-                    let class = entry.class;
-                    entry.slot = new;
-                    self.unplace(class, old);
-                    self.place(class, new);
+            let mut met = Vec::new();
+            let mut waits = false;
+            for (i, state) in states {
+                match state {
+                    DepState::Met => met.push(i),
+                    DepState::Waiting => waits = true,
+                    DepState::Failed(status) => self.doomed.push(DependencyFailure {
+                        task_id: TaskId::clone(&entry.task.id),
+                        dependency: entry.waiting[i].as_str().into(),
+                        status,
+                    }),
                 }
-            } else {
-                self.doomed.push(DependencyFailure {
-                    task_id: TaskId::clone(&entry.task.id),
-                    dependency: TaskId::clone(id),
-                    status,
-                });
             }
+            for i in met.into_iter().rev() {
+                entry.waiting.remove(i);
+            }
+            if waits {
+                still.push(seq);
+            }
+            if entry.waiting.is_empty() {
+                let old = entry.slot;
+                let new = slot_of(&entry.task, seq, false);
+                let class = entry.class;
+                entry.slot = new;
+                self.unplace(class, old);
+                self.place(class, new);
+            }
+        }
+        if !still.is_empty() {
+            self.dependents.insert(TaskId::clone(id), still);
         }
     }
 }
@@ -338,41 +448,24 @@ impl Store for MemoryStore {
                 dup.id
             )));
         }
-        if let Some(missing) = tasks
-            .iter()
-            .flat_map(|t| &t.dependencies)
-            .find(|dep| !inner.ids.contains_key(dep.as_str()))
-        {
-            return Err(EngineError::DependencyNotFound(missing.clone()));
+        let all_deps = tasks.iter().flat_map(|t| {
+            let steps = t.steps.iter().flat_map(|s| &s.depends_on);
+            t.dependencies.iter().chain(steps)
+        });
+        for dep in all_deps {
+            if let Err(msg) = deps::check(
+                dep,
+                inner.entry(DepRef::parse(dep).task_id).map(|e| &e.task),
+            ) {
+                return Err(EngineError::DependencyNotFound(msg));
+            }
         }
         let mut events = events.iter().peekable();
         for task in tasks {
             let seq = inner.entries.len() as u64;
-            let mut unmet = 0;
-            for dep in &task.dependencies {
-                let Some(status) = inner.entry(dep).map(|e| e.task.status) else {
-                    continue;
-                };
-                match status {
-                    TaskStatus::Succeeded => {}
-                    TaskStatus::Failed | TaskStatus::Canceled => {
-                        // Never runnable: blocked until the engine fails it.
-                        unmet += 1;
-                        inner.doomed.push(DependencyFailure {
-                            task_id: TaskId::clone(&task.id),
-                            dependency: dep.as_str().into(),
-                            status,
-                        });
-                    }
-                    _ => {
-                        unmet += 1;
-                        let dep: TaskId = dep.as_str().into();
-                        inner.dependents.entry(dep).or_default().push(seq);
-                    }
-                }
-            }
-            let slot = slot_of(task, seq, unmet);
-            let class = inner.class_id(&task.classification);
+            let waiting = inner.evaluate(seq, task);
+            let slot = slot_of(task, seq, !waiting.is_empty());
+            let class = inner.class_id(task.run_classification());
             inner.place(class, slot);
             if !task.status.is_terminal() {
                 inner.active += 1;
@@ -387,7 +480,7 @@ impl Store for MemoryStore {
                 class,
                 slot,
                 events: own,
-                unmet,
+                waiting,
             })));
         }
         if events.next().is_some() {
@@ -501,14 +594,15 @@ impl Store for MemoryStore {
             let Some(entry) = inner.entries.get(seq as usize).and_then(|e| e.as_deref()) else {
                 continue;
             };
-            let change = state::claim(&entry.task, request.owner, request.now, request.lease_ms)
-                .map_err(|e| {
-                    EngineError::Internal(format!("claim of ready task {}: {e}", entry.task.id))
-                })?;
-            let mut task = change.task;
-            task.version += 1;
-            claimed.push(task.clone());
-            inner.store(seq, task, &[]);
+            let mut change =
+                state::claim(&entry.task, request.owner, request.now, request.lease_ms).map_err(
+                    |e| {
+                        EngineError::Internal(format!("claim of ready task {}: {e}", entry.task.id))
+                    },
+                )?;
+            change.task.version += 1;
+            inner.store(seq, change.task.clone(), &[]);
+            claimed.push(change);
         }
         let dependency_failures = std::mem::take(&mut inner.doomed);
         Ok(ClaimBatch {

@@ -63,8 +63,9 @@ pub struct DependencyFailure {
 /// What a claim returns.
 #[derive(Debug, Default)]
 pub struct ClaimBatch {
-    /// Tasks now leased (already `running`).
-    pub claimed: Vec<Task>,
+    /// The claims ([`crate::state::claim`] changes): the tasks, now leased (already stored
+    /// `running`), with the event drafts the engine numbers and appends.
+    pub claimed: Vec<Change>,
     /// Blocked tasks that can never run: the engine fails them.
     pub dependency_failures: Vec<DependencyFailure>,
 }
@@ -126,11 +127,12 @@ pub trait Store: Send + Sync {
     fn append_events(&self, events: &[Event]) -> Result<()>;
 
     /// Leases up to `limit` claimable tasks, highest priority first, then earliest due
-    /// time, then insertion order, as long as `reserve(classification)` finds room for
-    /// them. It skips tasks whose
-    /// dependencies have not all succeeded, and tasks whose lock key is held by a running
-    /// task (or by one claimed earlier in the same batch), without blocking the tasks
-    /// behind them. The returned records are already `running` (see
+    /// time, then insertion order, as long as `reserve(run classification)` finds room for
+    /// them ([`Task::run_classification`]: a composite's current step's). It skips tasks
+    /// whose next run has dependencies that have not all succeeded
+    /// ([`Task::run_dependencies`], evaluated with [`crate::deps`]), and tasks one of whose
+    /// [`Task::run_locks`] is held by a run in flight (or by one claimed earlier in the same
+    /// batch), without blocking the tasks behind them. The returned records are already `running` (see
     /// [`crate::state::claim`]). It also hands over blocked tasks whose dependency ended
     /// without succeeding.
     fn claim(&self, request: &ClaimRequest<'_>) -> Result<ClaimBatch>;
