@@ -409,20 +409,61 @@ describe('task specs', () => {
     expect(await service.list()).toEqual([]);
   });
 
-  test('composite tasks are refused at push for now (TaskValidationError), nothing stored', async () => {
+  test('a composite with a step nobody handles, or a bad step, is refused, nothing stored', async () => {
     const service = createService();
     service.register('bad:known', () => 'ok');
-    const err = await service
+    const unknown = await service
       .push({
-        classification: 'bad:known',
+        classification: 'bad:pipeline',
         atomicity: 'composite',
-        steps: [{ classification: 'bad:known' }],
+        steps: [{ classification: 'bad:known' }, { classification: 'bad:nobody' }],
       })
       .catch((e) => e);
-    expect(err).toBeInstanceOf(TaskValidationError);
-    expect(err.code).toBe('E_INVALID');
-    expect(err.message).toMatch(/composite tasks are not supported yet/);
+    expect(unknown).toBeInstanceOf(UnknownClassificationError);
+    expect(unknown.message).toContain('bad:nobody');
+    const badStep = await service
+      .push({
+        classification: 'bad:pipeline',
+        atomicity: 'composite',
+        steps: [{ classification: 'bad:known', maxAttempts: 0 }],
+      })
+      .catch((e) => e);
+    expect(badStep).toBeInstanceOf(RangeError);
+    expect(badStep.message).toContain('spec.steps[0].maxAttempts');
+    const noSteps = await service
+      .push({ classification: 'bad:pipeline', atomicity: 'composite', steps: [] })
+      .catch((e) => e);
+    expect(noSteps.code).toBe('E_INVALID');
     expect(await service.list()).toEqual([]);
+  });
+
+  test('a dependency on a step that does not exist is a TaskDependencyError, nothing stored', async () => {
+    const service = createService();
+    service.register('bad:known', () => 'ok');
+    const { task } = await service.push(
+      {
+        classification: 'bad:pipeline',
+        atomicity: 'composite',
+        steps: [{ classification: 'bad:known', name: 'first' }],
+      },
+      true,
+    );
+    for (const dep of [`${task.id}:7`, `${task.id}:nope`, 'no-such-task:0']) {
+      const err = await service
+        .push({ classification: 'bad:known', dependencies: [dep] })
+        .catch((e) => e);
+      expect(err).toBeInstanceOf(TaskDependencyError);
+      expect(err.message).toContain(dep);
+      const stepErr = await service
+        .push({
+          classification: 'bad:pipeline',
+          atomicity: 'composite',
+          steps: [{ classification: 'bad:known', dependsOn: [dep] }],
+        })
+        .catch((e) => e);
+      expect(stepErr).toBeInstanceOf(TaskDependencyError);
+    }
+    expect((await service.list()).map((t) => t.id)).toEqual([task.id]);
   });
 
   test('a dependency on a task that does not exist is a TaskDependencyError, nothing stored', async () => {

@@ -1,9 +1,22 @@
-import { LogLevel } from './constants';
-import { fromNative } from './errors';
+import { DEFAULTS, LogLevel } from './constants';
+import { fromNative, TaskValidationError } from './errors';
 import { safeStringify } from './json';
-import type { NativeEngine, Outcome } from './native';
-import type { HandlerContext, LeaseToken, TaskLogger } from './types';
-import { assertProgressData, typeError, validateReason, validateWhen } from './validate';
+import type { NativeEngine, Outcome, RunStep } from './native';
+import type {
+  HandlerContext,
+  LeaseToken,
+  StepInsertion,
+  StepScheduler,
+  TaskLogger,
+  TaskStepSpec,
+} from './types';
+import {
+  assertProgressData,
+  typeError,
+  validateReason,
+  validateStep,
+  validateWhen,
+} from './validate';
 
 /** Shared settled promise: ctx methods return it so `return ctx.retry()` works for free. */
 const RESOLVED: Promise<void> = Promise.resolve();
@@ -35,7 +48,9 @@ export class RunContext implements HandlerContext {
   readonly attempt: number;
   readonly classification: string;
   readonly name: string | undefined;
-  readonly step: number | undefined = undefined;
+  readonly step: number | undefined;
+  readonly totalSteps: number | undefined;
+  readonly stepAttempt: number | undefined;
   readonly resultCache: Record<string, unknown>;
   readonly #run: RunControl;
   #logger: TaskLogger | undefined;
@@ -46,6 +61,7 @@ export class RunContext implements HandlerContext {
     classification: string,
     name: string | undefined,
     resultCache: Record<string, unknown>,
+    step?: RunStep,
   ) {
     this.#run = run;
     this.taskId = run.taskId;
@@ -53,6 +69,9 @@ export class RunContext implements HandlerContext {
     this.classification = classification;
     this.name = name;
     this.resultCache = resultCache;
+    this.step = step?.index;
+    this.totalSteps = step?.total;
+    this.stepAttempt = step?.attempt;
   }
 
   get signal(): AbortSignal {
@@ -125,6 +144,43 @@ export class RunContext implements HandlerContext {
     const why = validateReason(reason);
     if (!this.#run.ended) this.#run.end({ kind: 'reschedule', at, reason: why ?? null });
     return RESOLVED;
+  }
+
+  scheduleSteps(...steps: TaskStepSpec[]): StepScheduler {
+    return {
+      afterCurrent: () => this.#schedule(steps, 'afterCurrent'),
+      atEnd: () => this.#schedule(steps, 'atEnd'),
+    };
+  }
+
+  #schedule(steps: unknown[], position: 'afterCurrent' | 'atEnd'): Promise<StepInsertion> {
+    const run = this.#run;
+    try {
+      if (this.step === undefined) {
+        throw new TaskValidationError(
+          `ctx.scheduleSteps works only inside a step of a composite task (task ${run.taskId} is atomic)`,
+        );
+      }
+      if (steps.length === 0) {
+        throw new TaskValidationError('ctx.scheduleSteps needs at least one step');
+      }
+      const json = JSON.stringify(
+        steps.map((s, i) => validateStep(s, `steps[${i}]`, DEFAULTS.maxPayloadBytes)),
+      );
+      const placed = run.ended
+        ? null
+        : run.native.scheduleSteps(run.taskId, run.token, json, position);
+      if (placed === null) {
+        throw new TaskValidationError(
+          `ctx.scheduleSteps: the run of task ${run.taskId} already ended; no step was added`,
+        );
+      }
+      return Promise.resolve({ insertionIndex: placed[0], totalSteps: placed[1] });
+    } catch (err) {
+      // Validation errors (TypeError / RangeError with a code) as they are; engine errors typed.
+      const typed = err instanceof TypeError || err instanceof RangeError ? err : fromNative(err);
+      return Promise.reject(typed);
+    }
   }
 
   #log(level: string, msg: unknown, meta: unknown): void {

@@ -58,6 +58,7 @@ export function newTask<I = unknown, O = unknown>(
     leaseToken: 0,
     steps: fields.steps ?? [],
     stepResults: [],
+    ...(fields.atomicity === 'composite' ? { currentStep: 0 } : {}),
     logTail: [],
     createdAt: new Date(createdAt),
     updatedAt: new Date(createdAt),

@@ -106,8 +106,8 @@ export class UnknownClassificationError extends DecafTaskError {
 }
 
 /**
- * A dependency names a task that does not exist (`E_DEPENDENCY`): a task can only depend on
- * tasks pushed before it. Nothing of the push is stored.
+ * A dependency names a task (or a step of one) that does not exist (`E_DEPENDENCY`): a task
+ * can only depend on tasks pushed before it. Nothing of the push is stored.
  */
 export class TaskDependencyError extends DecafTaskError {
   constructor(message: string, options?: ErrorOptions) {
@@ -212,15 +212,38 @@ export class TaskControlError extends DecafTaskError {
 
 /** The task failed for good (`nextAction: 'failed'`). */
 export class TaskFailError extends TaskControlError {
-  constructor(taskId: string, details?: TaskError, meta?: TaskControlMeta) {
+  constructor(
+    taskId: string,
+    details?: TaskError,
+    meta?: TaskControlMeta,
+    code: string = ErrorCode.TASK_FAILED,
+  ) {
     super(
       details?.message ?? `Task ${taskId} failed`,
-      ErrorCode.TASK_FAILED,
+      code,
       taskId,
       TaskStatus.FAILED,
       details,
       meta,
     );
+  }
+}
+
+/**
+ * The task failed without running because a task (or a step) it depends on failed or was
+ * canceled (`E_DEPENDENCY_FAILED`, `nextAction: 'failed'`). No attempt was counted.
+ */
+export class TaskDependencyFailedError extends TaskFailError {
+  /** The dependency reference (`"<taskId>"` or `"<taskId>:<step>"`). */
+  readonly dependency: string | undefined;
+  /** How it ended: `'failed'` or `'canceled'`. */
+  readonly dependencyStatus: string | undefined;
+
+  constructor(taskId: string, details?: TaskError, meta?: TaskControlMeta) {
+    super(taskId, details, meta, ErrorCode.DEPENDENCY_FAILED);
+    const data = details?.details as { dependency?: unknown; status?: unknown } | undefined;
+    this.dependency = typeof data?.dependency === 'string' ? data.dependency : undefined;
+    this.dependencyStatus = typeof data?.status === 'string' ? data.status : undefined;
   }
 }
 

@@ -22,6 +22,7 @@ export {
   TaskControlError,
   type TaskControlMeta,
   TaskDependencyError,
+  TaskDependencyFailedError,
   type TaskErrorFrom,
   TaskFailError,
   TaskInputError,

@@ -318,6 +318,7 @@ export class InlineExecutor {
       msg.classification,
       msg.name ?? undefined,
       msg.resultCache ?? {},
+      msg.step,
     );
     let result: unknown;
     try {

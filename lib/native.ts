@@ -56,6 +56,16 @@ export interface NativeEngine {
   progress(taskId: string, token: LeaseToken, dataJson: string): boolean;
   /** Renews one lease; `false` if stale. */
   heartbeat(taskId: string, token: LeaseToken): boolean;
+  /**
+   * Adds steps (JSON array) to the composite of a step run; `[insertionIndex, totalSteps]`,
+   * or `null` when the run is no longer current.
+   */
+  scheduleSteps(
+    taskId: string,
+    token: LeaseToken,
+    stepsJson: string,
+    position: 'afterCurrent' | 'atEnd',
+  ): [number, number] | null;
   /** Classifications served by native (Rust) handlers, e.g. `native:cpu`. */
   nativeClassifications(): string[];
   /** Executors whose timed-out run did not return within the grace period, since the last call. */
@@ -133,6 +143,21 @@ export interface RunMessage {
   attempt: number;
   input: unknown;
   resultCache?: Record<string, unknown> | null;
+  /** Present when the run is a step of a composite task. */
+  step?: RunStep;
+}
+
+/** Which step of a composite a run is. */
+export interface RunStep {
+  index: number;
+  total: number;
+  name?: string;
+  /** 1-based run of this step (its in-place retries). */
+  attempt: number;
+  maxAttempts: number;
+  canFail: boolean;
+  /** Classification of the composite task. */
+  taskClassification: string;
 }
 
 /** A message to an inline executor: stop a run. */

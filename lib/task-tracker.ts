@@ -1,8 +1,10 @@
 import { isTerminalStatus, type LogLevel, TaskEventType, TaskStatus } from './constants';
 import {
+  ErrorCode,
   TaskCancelError,
   type TaskControlError,
   type TaskControlMeta,
+  TaskDependencyFailedError,
   type TaskErrorFrom,
   TaskFailError,
   TaskRescheduleError,
@@ -359,7 +361,10 @@ export class TaskTracker<O = unknown> implements TaskEventObserver {
         err = new TaskRescheduleError(task.id, details, meta);
         break;
       default:
-        err = new TaskFailError(task.id, details, meta);
+        err =
+          details?.code === ErrorCode.DEPENDENCY_FAILED
+            ? new TaskDependencyFailedError(task.id, details, meta)
+            : new TaskFailError(task.id, details, meta);
     }
     return err;
   }

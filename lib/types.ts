@@ -109,24 +109,58 @@ export interface Backoff {
   jitter: JitterStrategy;
 }
 
-/** A step of a composite task (stored; composite execution comes in a later version). */
+/** A step of a composite task: run by the handler of its classification, in order. */
 export interface TaskStepSpec<I = unknown> {
-  /** Handler of this step. */
+  /** Handler of this step (inline, in the worker pool or native: wherever it is registered). */
   classification: string;
-  /** Optional name of the step. */
+  /** Optional name of the step (dependencies can name it). */
   name?: string;
   /** JSON input of the step. */
   input?: I;
-  /** Lock key of the step. */
+  /** Lock key held while this step runs (besides the task's own `lock`). */
   lock?: string;
-  /** `'<taskId>'` or `'<taskId>:<step>'` references this step waits for. */
+  /**
+   * What this step waits for: `'<taskId>'` or `'<taskId>:<step index | name | classification>'`,
+   * each of which must succeed first. One that fails or is canceled fails the task.
+   */
   dependsOn?: string[];
-  /** Whether a failure of this step lets the composite continue. */
+  /** A failure of this step is recorded and the composite goes on (default false). */
   canFail?: boolean;
-  /** Attempts of this step (default 1). */
+  /** Runs of this step before it fails, retried in place (default: the task's `maxAttempts`). */
   maxAttempts?: number;
-  /** Backoff of this step (falls back to the task's). */
+  /** Delay between the in-place retries of this step (default: the task's `backoff`). */
   backoff?: Partial<Backoff>;
+}
+
+/** What a composite records for each step that ran: `task.stepResults[i]`. */
+export interface StepResult<O = unknown> {
+  /** `'succeeded'` or `'failed'`. */
+  status: TaskStatus;
+  /** The step's output (succeeded). */
+  output?: O;
+  /** The step's last error (failed). */
+  error?: TaskError;
+  /** Runs the step took. */
+  attempt: number;
+}
+
+/** Where `ctx.scheduleSteps(...)` put the steps. */
+export interface StepInsertion {
+  /** Index of the first added step. */
+  insertionIndex: number;
+  /** Steps in the composite now. */
+  totalSteps: number;
+}
+
+/** What `ctx.scheduleSteps(...steps)` returns: say where the steps go. */
+export interface StepScheduler {
+  /**
+   * Right after the running step (after the steps this run already added there: several
+   * calls keep their order). Rejects outside a composite step.
+   */
+  afterCurrent(): Promise<StepInsertion>;
+  /** After the last step. Rejects outside a composite step. */
+  atEnd(): Promise<StepInsertion>;
 }
 
 /** What `push()` accepts. Only `classification` is required. */
@@ -204,8 +238,10 @@ export interface Task<I = unknown, O = unknown> {
   leaseExpiry?: Date;
   leaseToken: LeaseToken;
   steps: TaskStepSpec[];
+  /** Index of the step a composite runs now or next. */
   currentStep?: number;
-  stepResults: unknown[];
+  /** Results of the steps of a composite that ran (index = step index). */
+  stepResults: StepResult[];
   /** The last `logTailMax` log lines. */
   logTail: LogEntry[];
   createdAt: Date;
@@ -232,9 +268,16 @@ export interface StatusPayload<O = unknown> {
 /** Payload of an `update` event (changes of the step plan of a composite task). */
 export interface UpdatePayload {
   status: 'update';
-  currentStep?: number;
-  totalSteps?: number;
-  output?: unknown;
+  /** The step that added the steps. */
+  currentStep: number;
+  /** Steps in the composite now. */
+  totalSteps: number;
+  output: {
+    /** How many steps were added. */
+    added: number;
+    /** Index of the first of them. */
+    insertionIndex: number;
+  };
 }
 
 /** The payload type of each event classification. */
@@ -297,14 +340,26 @@ export interface HandlerContext {
   readonly classification: string;
   /** Name of the task, if it has one. */
   readonly name: string | undefined;
-  /** Current step of a composite task (undefined for atomic tasks). */
+  /** Index of the step this run is, in a composite task (undefined for atomic tasks). */
   readonly step: number | undefined;
+  /** Steps in the composite when this run started (undefined for atomic tasks). */
+  readonly totalSteps: number | undefined;
+  /** 1-based run of this step (its in-place retries); undefined for atomic tasks. */
+  readonly stepAttempt: number | undefined;
   /** Aborted on cancel, lease loss, shutdown, or when the handler called cancel/retry/reschedule. */
   readonly signal: AbortSignal;
   /** Log lines of the task (kept in its `logTail`, emitted as `log` events). */
   readonly logger: TaskLogger;
-  /** Outputs of the earlier steps of a composite task. */
+  /**
+   * Outputs of the earlier (succeeded) steps of a composite task, by classification and by
+   * `'<taskId>:step:<i>'`. Empty for atomic tasks.
+   */
   readonly resultCache: Record<string, unknown>;
+  /**
+   * Adds steps to the running composite: `.afterCurrent()` or `.atEnd()`. Each call emits an
+   * `update` event; the steps are persisted with the task and survive retries.
+   */
+  scheduleSteps(...steps: TaskStepSpec[]): StepScheduler;
   /** One log line at `level` (a {@link LogLevel}, or a pipe's own level name). Ignored once the run ended. */
   pipe(level: LogLevel | (string & {}), msg: string, meta?: unknown): Promise<void>;
   /** A `progress` event carrying `data` (JSON). Ignored once the run ended. */

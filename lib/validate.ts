@@ -469,7 +469,8 @@ export function validateWhen(value: unknown, path: string): number {
   return validateDate(value, path);
 }
 
-function validateStep(
+/** Validates one step of a composite (`path` names it) and returns its JSON fields. */
+export function validateStep(
   value: unknown,
   path: string,
   maxPayloadBytes: number,

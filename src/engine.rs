@@ -7,7 +7,7 @@ use std::sync::{Arc, LazyLock, Weak};
 use std::time::Duration;
 
 use decaf_tasks_core::{
-    Engine, EngineConfig, ExecutorId, ListFilter, MemoryStore, Outcome, TaskSpec,
+    Engine, EngineConfig, ExecutorId, ListFilter, MemoryStore, Outcome, StepPosition, TaskSpec,
 };
 use napi::bindgen_prelude::{AsyncTask, Function};
 use napi::{Env, Task};
@@ -355,6 +355,34 @@ impl NativeEngine {
         self.engine
             .progress(&task_id, token_of(token)?, data)
             .map_err(to_js)
+    }
+
+    /// Adds steps to the composite of a step run (`ctx.scheduleSteps`): `position` is
+    /// `"afterCurrent"` or `"atEnd"`. Returns `[insertionIndex, totalSteps]`, or `null` when
+    /// the run is no longer current.
+    #[napi(catch_unwind)]
+    pub fn schedule_steps(
+        &self,
+        task_id: String,
+        token: f64,
+        steps_json: String,
+        position: String,
+    ) -> napi::Result<Option<Vec<u32>>> {
+        let steps: Vec<decaf_tasks_core::StepSpec> = parse("steps", &steps_json)?;
+        let position = match position.as_str() {
+            "afterCurrent" => StepPosition::AfterCurrent,
+            "atEnd" => StepPosition::AtEnd,
+            other => {
+                return Err(invalid(format!(
+                    "position must be 'afterCurrent' or 'atEnd' (got '{other}')"
+                )))
+            }
+        };
+        let placed = self
+            .engine
+            .schedule_steps(&task_id, token_of(token)?, steps, position)
+            .map_err(to_js)?;
+        Ok(placed.map(|(index, total)| vec![index, total]))
     }
 
     /// Renews the lease of a run.

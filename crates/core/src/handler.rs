@@ -66,8 +66,10 @@ pub trait Handler: Send + Sync + 'static {
     /// Runs the task.
     fn run(&self, input: &Value, ctx: &TaskContext) -> HandlerResult;
 
-    /// Runs when a `canFail` step this handler ran has failed for good (its last attempt):
-    /// the step is recorded `failed` and the composite goes on. The default does nothing.
+    /// Runs when [`Handler::run`] failed (returned [`Interrupt::Fail`] or panicked), before
+    /// the failure is recorded: a retry, the task's failure, or a `canFail` step recorded
+    /// `failed` while its composite goes on ([`TaskContext::step`] tells which step, and
+    /// whether it was its last attempt). The default does nothing.
     fn catch(&self, _input: &Value, _error: &TaskError, _ctx: &TaskContext) {}
 }
 

@@ -94,14 +94,11 @@ impl NativeExecutor {
                         .with_code("E_PANIC"),
                     },
                 };
-                if let (Outcome::Fail { error }, Some(step)) = (&outcome, &ctx.step) {
-                    if step.can_fail && step.is_last_attempt() {
-                        let caught = catch_unwind(AssertUnwindSafe(|| {
-                            handler.catch(&job.input, error, &ctx)
-                        }));
-                        if let Err(panic) = caught {
-                            tracing::warn!(task = %job.task_id, panic = panic_message(&*panic), "catch hook panicked");
-                        }
+                if let Outcome::Fail { error } = &outcome {
+                    let caught =
+                        catch_unwind(AssertUnwindSafe(|| handler.catch(&job.input, error, &ctx)));
+                    if let Err(panic) = caught {
+                        tracing::warn!(task = %job.task_id, panic = panic_message(&*panic), "catch hook panicked");
                     }
                 }
                 outcome
