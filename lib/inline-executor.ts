@@ -50,6 +50,11 @@ class Run implements RunControl {
   readonly taskId: string;
   readonly token: LeaseToken;
   readonly key: string;
+  /**
+   * Whether a failure of this run produces a `failed` / `waiting_retry` status event: not
+   * for a composite step that is retried in place or may fail (`canFail`).
+   */
+  readonly failureIsVisible: boolean;
   ended = false;
   readonly #executor: InlineExecutor;
   #controller: AbortController | undefined;
@@ -60,6 +65,9 @@ class Run implements RunControl {
     this.taskId = msg.taskId;
     this.token = msg.token;
     this.key = runKey(msg.taskId, msg.token);
+    const step = msg.step;
+    this.failureIsVisible =
+      step === undefined || (step.attempt >= step.maxAttempts && !step.canFail);
   }
 
   get native(): NativeEngine {
@@ -441,7 +449,7 @@ export class InlineExecutor {
         return;
       }
     }
-    if (accepted) this.#remember(run.taskId, original);
+    if (accepted && run.failureIsVisible) this.#remember(run.taskId, original);
   }
 
   /** Reports a failed engine call, except the refusals of an engine that is shutting down. */
