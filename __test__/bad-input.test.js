@@ -49,9 +49,19 @@ describe('service options', () => {
     [
       { adapter: { kind: 'memory', url: 'x' } },
       TypeError,
-      /^options\.adapter\.url is not an adapter option/,
+      /^options\.adapter\.url is not a memory adapter option/,
     ],
     [{ adapter: { kind: 1 } }, TypeError, /^options\.adapter\.kind must be a string/],
+    [
+      { adapter: { kind: 'sqlite' } },
+      TypeError,
+      /^options\.adapter\.path must be a non-empty string/,
+    ],
+    [
+      { adapter: { kind: 'sqlite', path: '/tmp/x.db', url: 'x' } },
+      TypeError,
+      /^options\.adapter\.url is not a sqlite adapter option/,
+    ],
     [{ workerId: '' }, RangeError, /^options\.workerId must be a non-empty string/],
     [{ workerId: 7 }, TypeError, /^options\.workerId must be a non-empty string/],
     [{ autoShutdown: 'yes' }, TypeError, /^options\.autoShutdown must be a boolean/],
@@ -72,11 +82,11 @@ describe('service options', () => {
   });
 
   test('an unavailable adapter is a TaskValidationError', () => {
-    const err = thrown(() => new TaskService({ adapter: { kind: 'sqlite' } }));
+    const err = thrown(() => new TaskService({ adapter: { kind: 'mongo' } }));
     expect(err).toBeInstanceOf(TaskValidationError);
     expect(err).toBeInstanceOf(DecafTaskError);
     expect(err.code).toBe('E_INVALID');
-    expect(err.message).toMatch(/options\.adapter\.kind 'sqlite' is not available/);
+    expect(err.message).toMatch(/options\.adapter\.kind 'mongo' is not available/);
   });
 
   test('valid options are accepted and reported', () => {

@@ -7,7 +7,7 @@
 
 import type { LogLevel } from './constants';
 import { InternalError } from './errors';
-import type { LeaseToken, TaskError } from './types';
+import type { AdapterOptions, LeaseToken, TaskError } from './types';
 
 /** The engine of one TaskService. */
 export interface NativeEngine {
@@ -93,7 +93,7 @@ export interface NativeConfig {
   logTailMax: number;
   workerId: string;
   nativeThreads: number;
-  adapter: { kind: 'memory' };
+  adapter: AdapterOptions;
   logger?: string;
   timeoutGraceMs: number;
   retention: { completedMs?: number; failedMs?: number };

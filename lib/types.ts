@@ -18,11 +18,15 @@ export type JsonValue =
   | JsonValue[]
   | { [key: string]: JsonValue };
 
-/** The store that keeps tasks and events. Only the in-memory store exists in this version. */
-export interface AdapterOptions {
-  /** `'memory'`: fast, process local, lost on exit. */
-  kind: 'memory';
-}
+/** The store that keeps tasks and events. */
+export type AdapterOptions =
+  /** Fast, process local, lost on exit (the default). */
+  | { kind: 'memory' }
+  /**
+   * An embedded SQLite database file (created if missing, WAL mode): tasks and events
+   * survive a crash or restart of the process; a restarted service resumes them.
+   */
+  | { kind: 'sqlite'; path: string };
 
 /** `resourceLimits` of each worker thread (see Node's `worker_threads.ResourceLimits`). */
 export interface ResourceLimits {

@@ -1,4 +1,5 @@
 import os from 'node:os';
+import nodePath from 'node:path';
 import {
   BackoffStrategy,
   DEFAULTS,
@@ -11,6 +12,7 @@ import {
 import { ErrorCode, TaskValidationError } from './errors';
 import { assertJson, serializePayload } from './json';
 import type {
+  AdapterOptions,
   Backoff,
   Handler,
   HandlerContext,
@@ -179,7 +181,7 @@ export interface ResolvedOptions {
   leaseMs: number;
   gracefulShutdownMs: number;
   logTailMax: number;
-  adapter: { kind: 'memory' };
+  adapter: AdapterOptions;
   workerId: string;
   autoShutdown: boolean;
   nativeThreads: number;
@@ -327,19 +329,30 @@ function defaultLogger(): EngineLogLevel {
   return EngineLogLevel.OFF;
 }
 
-function validateAdapter(value: unknown): { kind: 'memory' } {
+function validateAdapter(value: unknown): AdapterOptions {
   const adapter = plainObject(value, 'options.adapter');
-  checkKeys(adapter, 'options.adapter', ['kind'], 'an adapter option');
   const kind = adapter.kind;
   if (typeof kind !== 'string') {
     throw typeError(`options.adapter.kind must be a string (got ${typeName(kind)})`);
   }
-  if (kind !== 'memory') {
-    throw new TaskValidationError(
-      `options.adapter.kind '${kind}' is not available: this version only has the 'memory' store`,
-    );
+  switch (kind) {
+    case 'memory':
+      checkKeys(adapter, 'options.adapter', ['kind'], 'a memory adapter option');
+      return { kind };
+    case 'sqlite': {
+      checkKeys(adapter, 'options.adapter', ['kind', 'path'], 'a sqlite adapter option');
+      const file = nonEmptyString(adapter.path, 'options.adapter.path');
+      if (file.includes('\0')) {
+        throw typeError('options.adapter.path must not contain a NUL character');
+      }
+      // Absolute, so that every thread and a restarted process open the same file.
+      return { kind, path: nodePath.resolve(file) };
+    }
+    default:
+      throw new TaskValidationError(
+        `options.adapter.kind '${kind}' is not available: use 'memory' or 'sqlite'`,
+      );
   }
-  return { kind };
 }
 
 /**
