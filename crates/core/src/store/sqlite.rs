@@ -29,9 +29,7 @@ use std::path::{Path, PathBuf};
 
 use parking_lot::Mutex;
 use rusqlite::types::{FromSql, ToSql};
-use rusqlite::{
-    params, Connection, OpenFlags, OptionalExtension, Params, Row, Transaction, TransactionBehavior,
-};
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Params, Row};
 
 use super::{ClaimBatch, ClaimRequest, Numbering, Retention, Store, Transition};
 use crate::error::{EngineError, Result};
@@ -93,6 +91,37 @@ fn all<T>(
         .sql()
 }
 
+/// One transaction, rolled back unless committed. `BEGIN` and `COMMIT` are cached
+/// statements (rusqlite's `Transaction` parses them anew on every call).
+struct Tx<'a> {
+    conn: &'a Connection,
+    open: bool,
+}
+
+impl<'a> Tx<'a> {
+    /// A write transaction takes the write lock up front (`BEGIN IMMEDIATE`), so that it
+    /// never fails to upgrade a read lock when another connection wrote in between.
+    fn begin(conn: &'a Connection, write: bool) -> Result<Self> {
+        exec(conn, if write { "BEGIN IMMEDIATE" } else { "BEGIN" }, [])?;
+        Ok(Tx { conn, open: true })
+    }
+
+    fn commit(mut self) -> Result<()> {
+        exec(self.conn, "COMMIT", [])?;
+        self.open = false;
+        Ok(())
+    }
+}
+
+impl Drop for Tx<'_> {
+    fn drop(&mut self) {
+        if self.open {
+            // A failed rollback leaves nothing to undo: SQLite rolled back already.
+            let _ = exec(self.conn, "ROLLBACK", []);
+        }
+    }
+}
+
 /// Keeps tasks and events in a SQLite database (see the [module docs](self)).
 pub struct SqliteStore {
     conn: Mutex<Connection>,
@@ -145,21 +174,21 @@ impl SqliteStore {
     }
 
     /// Runs `f` in one write transaction, committed when it returns `Ok`.
-    fn writing<T>(&self, f: impl FnOnce(&Transaction<'_>) -> Result<T>) -> Result<T> {
-        let mut conn = self.conn.lock();
-        let tx = conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .sql()?;
-        let value = f(&tx)?;
-        tx.commit().sql()?;
+    fn writing<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+        let conn = self.conn.lock();
+        let tx = Tx::begin(&conn, true)?;
+        let value = f(tx.conn)?;
+        tx.commit()?;
         Ok(value)
     }
 
     /// Runs `f` in one read transaction.
-    fn reading<T>(&self, f: impl FnOnce(&Transaction<'_>) -> Result<T>) -> Result<T> {
-        let mut conn = self.conn.lock();
-        let tx = conn.transaction().sql()?;
-        f(&tx)
+    fn reading<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+        let conn = self.conn.lock();
+        let tx = Tx::begin(&conn, false)?;
+        let value = f(tx.conn)?;
+        tx.commit()?;
+        Ok(value)
     }
 }
 
@@ -352,12 +381,14 @@ impl Store for SqliteStore {
                 for status in statuses {
                     let ended: Vec<(i64, String)> = all(
                         tx,
-                        "SELECT seq, id FROM task WHERE status = ?1 AND ended_at <= ?2
-                         ORDER BY ended_at LIMIT ?3",
-                        params![status.as_str(), cutoff, to_i64(PURGE_BATCH - purged)],
+                        &format!(
+                            "SELECT seq, id FROM task WHERE status = ?1 AND ended_at <= ?2
+                             ORDER BY ended_at LIMIT {PURGE_BATCH}"
+                        ),
+                        params![status.as_str(), cutoff],
                         |r| Ok((r.get(0)?, r.get(1)?)),
                     )?;
-                    for (seq, id) in ended {
+                    for (seq, id) in ended.into_iter().take(PURGE_BATCH - purged) {
                         exec(tx, "DELETE FROM task_event WHERE task_id = ?1", [&id])?;
                         exec(tx, "DELETE FROM task WHERE seq = ?1", [seq])?;
                         purged += 1;

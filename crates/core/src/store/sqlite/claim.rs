@@ -4,11 +4,11 @@
 use std::cmp::Reverse;
 use std::collections::{HashSet, VecDeque};
 
-use rusqlite::{params, Row, Transaction};
+use rusqlite::{params, Connection, Row};
 
 use super::queue::{lock_is_free, status_of};
 use super::rows::{load_seq, replace};
-use super::{all, exec, to_i64};
+use super::{all, exec, one};
 use crate::error::{EngineError, Result};
 use crate::model::{Millis, Task};
 use crate::state;
@@ -18,7 +18,7 @@ use crate::store::{ClaimBatch, ClaimRequest, DependencyFailure};
 const PAGE: usize = 64;
 
 /// Leases what `request` asks for and hands over the dependency failures.
-pub(super) fn claim(tx: &Transaction<'_>, request: &ClaimRequest<'_>) -> Result<ClaimBatch> {
+pub(super) fn claim(tx: &Connection, request: &ClaimRequest<'_>) -> Result<ClaimBatch> {
     // Due timers join the ready queues; they keep their status until claimed.
     exec(
         tx,
@@ -81,78 +81,85 @@ impl Cursor {
     }
 
     /// The next candidate, reading a page when needed.
-    fn head(&mut self, tx: &Transaction<'_>) -> Result<Option<&Candidate>> {
+    fn head(&mut self, tx: &Connection) -> Result<Option<&Candidate>> {
         if self.page.is_empty() && !self.exhausted {
             self.read_page(tx)?;
         }
         Ok(self.page.front())
     }
 
-    fn read_page(&mut self, tx: &Transaction<'_>) -> Result<()> {
+    fn read_page(&mut self, tx: &Connection) -> Result<()> {
         const READY: &str = "SELECT seq, priority, due_at, lock_key FROM task
                              WHERE queue = 'ready' AND classification = ?1";
         let class = self.classification.as_str();
-        let size = to_i64(PAGE);
-        let read = match &self.last {
-            None => all(
+        let Some(last) = &self.last else {
+            let read = all(
                 tx,
-                &format!("{READY} ORDER BY priority DESC, due_at, seq LIMIT ?2"),
-                params![class, size],
+                &format!("{READY} ORDER BY priority DESC, due_at, seq LIMIT {PAGE}"),
+                [class],
                 Candidate::read,
-            )?,
-            Some(last) => {
-                // The rest of the last priority, then the lower ones (two index ranges).
-                let mut read = all(
-                    tx,
-                    &format!(
-                        "{READY} AND priority = ?2 AND (due_at, seq) > (?3, ?4)
-                         ORDER BY due_at, seq LIMIT ?5"
-                    ),
-                    params![class, last.priority, last.due_at, last.seq, size],
-                    Candidate::read,
-                )?;
-                let left = to_i64(PAGE - read.len());
-                read.extend(all(
-                    tx,
-                    &format!(
-                        "{READY} AND priority < ?2 ORDER BY priority DESC, due_at, seq LIMIT ?3"
-                    ),
-                    params![class, last.priority, left],
-                    Candidate::read,
-                )?);
-                read
-            }
+            )?;
+            self.take(read);
+            return Ok(());
         };
+        // The rest of the last priority, then the lower ones (two index ranges).
+        let mut read = all(
+            tx,
+            &format!(
+                "{READY} AND priority = ?2 AND (due_at, seq) > (?3, ?4)
+                 ORDER BY due_at, seq LIMIT {PAGE}"
+            ),
+            params![class, last.priority, last.due_at, last.seq],
+            Candidate::read,
+        )?;
+        if read.len() < PAGE {
+            let lower = all(
+                tx,
+                &format!(
+                    "{READY} AND priority < ?2 ORDER BY priority DESC, due_at, seq LIMIT {PAGE}"
+                ),
+                params![class, last.priority],
+                Candidate::read,
+            )?;
+            read.extend(lower);
+        }
+        self.take(read);
+        Ok(())
+    }
+
+    /// Queues a page read; a short one was the last.
+    fn take(&mut self, read: Vec<Candidate>) {
         self.exhausted = read.len() < PAGE;
         if let Some(last) = read.last() {
             self.last = Some(last.clone());
         }
         self.page.extend(read);
-        Ok(())
     }
 }
 
-/// The classifications that have `ready` tasks (one index probe each).
-fn ready_classifications(tx: &Transaction<'_>) -> Result<Vec<String>> {
-    all(
+/// The classifications that have `ready` tasks, one index probe each.
+fn ready_classifications(tx: &Connection) -> Result<Vec<String>> {
+    let mut names = Vec::new();
+    let mut next: Option<String> = one(
         tx,
-        "WITH RECURSIVE c(name) AS (
-             SELECT MIN(classification) FROM task WHERE queue = 'ready'
-             UNION ALL
-             SELECT (SELECT MIN(classification) FROM task
-                     WHERE queue = 'ready' AND classification > c.name)
-             FROM c WHERE c.name IS NOT NULL
-         )
-         SELECT name FROM c WHERE name IS NOT NULL",
+        "SELECT MIN(classification) FROM task WHERE queue = 'ready'",
         [],
-        |r| r.get(0),
-    )
+    )?;
+    while let Some(name) = next {
+        next = one(
+            tx,
+            "SELECT MIN(classification) FROM task WHERE queue = 'ready' AND classification > ?1",
+            [&name],
+        )?;
+        names.push(name);
+    }
+    Ok(names)
 }
 
 /// Takes tasks from the classifications' `ready` queues in runnable order, each
 /// classification as long as `reserve` finds room for it. A candidate whose lock is held
 /// is passed over (it keeps its place); the tasks behind it are still taken.
-fn claim_ready(tx: &Transaction<'_>, request: &ClaimRequest<'_>) -> Result<Vec<Task>> {
+fn claim_ready(tx: &Connection, request: &ClaimRequest<'_>) -> Result<Vec<Task>> {
     let mut claimed = Vec::new();
     if request.limit == 0 {
         return Ok(claimed);
@@ -204,7 +211,7 @@ fn claim_ready(tx: &Transaction<'_>, request: &ClaimRequest<'_>) -> Result<Vec<T
 /// Blocked tasks whose dependency ended without succeeding, in the order the dependencies
 /// ended, each task once (with the first of its dependencies that ended so). A task is
 /// handed over until the engine fails it.
-fn dependency_failures(tx: &Transaction<'_>) -> Result<Vec<DependencyFailure>> {
+fn dependency_failures(tx: &Connection) -> Result<Vec<DependencyFailure>> {
     let rows: Vec<(String, String, String)> = all(
         tx,
         "SELECT d.task_id, d.depends_on, d.failed FROM task_dependency d

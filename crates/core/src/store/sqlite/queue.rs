@@ -1,7 +1,8 @@
 //! What queues a task, which locks it holds and what it waits for: the rules that
 //! composite tasks are about to change, each in one small function.
 
-use rusqlite::Transaction;
+use rusqlite::types::ToSql;
+use rusqlite::Connection;
 
 use super::{maybe, one};
 use crate::error::{EngineError, Result};
@@ -41,6 +42,22 @@ pub(super) struct Columns<'a> {
     pub(super) lease_expiry: Option<Millis>,
     pub(super) ended_at: Option<Millis>,
     pub(super) version: i64,
+}
+
+impl Columns<'_> {
+    /// The columns with their names.
+    pub(super) fn named(&self) -> [(&'static str, &dyn ToSql); 8] {
+        [
+            ("status", &self.status),
+            ("classification", &self.classification),
+            ("priority", &self.priority),
+            ("due_at", &self.due_at),
+            ("lock_key", &self.lock_key),
+            ("lease_expiry", &self.lease_expiry),
+            ("ended_at", &self.ended_at),
+            ("version", &self.version),
+        ]
+    }
 }
 
 /// Extracts the indexed columns of a task, all from its record.
@@ -92,7 +109,7 @@ pub(super) fn held_locks(task: &Task) -> Vec<&str> {
 ///
 /// About to change with composite tasks: a candidate takes the task's lock and its current
 /// step's lock (the `lock_key` column then has to list both).
-pub(super) fn lock_is_free(tx: &Transaction<'_>, lock_key: Option<&str>) -> Result<bool> {
+pub(super) fn lock_is_free(tx: &Connection, lock_key: Option<&str>) -> Result<bool> {
     let Some(key) = lock_key else {
         return Ok(true);
     };
@@ -116,10 +133,7 @@ pub(super) fn waits_for(task: &Task) -> impl Iterator<Item = &str> {
 ///
 /// About to change with composite tasks: a step dependency (`"<taskId>:<step>"`) stands as
 /// that step does.
-pub(super) fn dependency_status(
-    tx: &Transaction<'_>,
-    dependency: &str,
-) -> Result<Option<TaskStatus>> {
+pub(super) fn dependency_status(tx: &Connection, dependency: &str) -> Result<Option<TaskStatus>> {
     let status: Option<String> = maybe(tx, "SELECT status FROM task WHERE id = ?1", [dependency])?;
     status.as_deref().map(status_of).transpose()
 }

@@ -2,10 +2,10 @@
 //! dependencies right.
 
 use rusqlite::types::ToSql;
-use rusqlite::{params, Transaction};
+use rusqlite::{params, Connection};
 
 use super::queue::{columns, dependency_status, held_locks, queue_of, waits_for, Queue};
-use super::{all, exec, maybe, one};
+use super::{all, exec, one, Sql};
 use crate::error::{EngineError, Result};
 use crate::event::Event;
 use crate::model::{Task, TaskStatus};
@@ -24,34 +24,41 @@ fn encode(value: &impl serde::Serialize) -> Result<String> {
     serde_json::to_string(value).map_err(|e| EngineError::Internal(format!("encoding: {e}")))
 }
 
-pub(super) fn exists(tx: &Transaction<'_>, id: &str) -> Result<bool> {
+pub(super) fn exists(tx: &Connection, id: &str) -> Result<bool> {
     one(tx, "SELECT EXISTS (SELECT 1 FROM task WHERE id = ?1)", [id])
 }
 
 /// A task and its row's `seq`.
-pub(super) fn load(tx: &Transaction<'_>, id: &str) -> Result<Option<(i64, Task)>> {
-    let seq: Option<i64> = maybe(tx, "SELECT seq FROM task WHERE id = ?1", [id])?;
-    seq.map(|seq| Ok((seq, load_seq(tx, seq)?))).transpose()
+pub(super) fn load(tx: &Connection, id: &str) -> Result<Option<(i64, Task)>> {
+    let row: Option<(i64, String)> = all(
+        tx,
+        "SELECT seq, record FROM task WHERE id = ?1",
+        [id],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?
+    .pop();
+    row.map(|(seq, record)| Ok((seq, decode_task(&record)?)))
+        .transpose()
 }
 
-pub(super) fn load_seq(tx: &Transaction<'_>, seq: i64) -> Result<Task> {
+pub(super) fn load_seq(tx: &Connection, seq: i64) -> Result<Task> {
     let record: String = one(tx, "SELECT record FROM task WHERE seq = ?1", [seq])?;
     decode_task(&record)
 }
 
 /// Stores a new task (its dependencies must have been checked) and its events.
-pub(super) fn insert(tx: &Transaction<'_>, task: &Task, events: &[Event]) -> Result<()> {
+pub(super) fn insert(tx: &Connection, task: &Task, events: &[Event]) -> Result<()> {
     if !task.status.is_terminal() {
         link_dependencies(tx, task)?;
     }
-    put(tx, None, task)?;
+    put_new(tx, task)?;
     take_locks(tx, task)?;
     append(tx, events)
 }
 
 /// Replaces the stored `old` (row `seq`) by `task` and appends `events`.
 pub(super) fn replace(
-    tx: &Transaction<'_>,
+    tx: &Connection,
     seq: i64,
     old: &Task,
     task: &Task,
@@ -67,7 +74,7 @@ pub(super) fn replace(
     } else if !task.status.is_terminal() && !waits_for(old).eq(waits_for(task)) {
         link_dependencies(tx, task)?;
     }
-    put(tx, Some(seq), task)?;
+    put_over(tx, seq, old, task)?;
     if held_locks(old) != held_locks(task) {
         exec(tx, "DELETE FROM task_lock WHERE task_id = ?1", [&*task.id])?;
         take_locks(tx, task)?;
@@ -79,7 +86,7 @@ pub(super) fn replace(
 }
 
 /// Appends events of stored tasks.
-pub(super) fn append(tx: &Transaction<'_>, events: &[Event]) -> Result<()> {
+pub(super) fn append(tx: &Connection, events: &[Event]) -> Result<()> {
     for event in events {
         exec(
             tx,
@@ -90,48 +97,46 @@ pub(super) fn append(tx: &Transaction<'_>, events: &[Event]) -> Result<()> {
     Ok(())
 }
 
-/// Writes the row of `task`, a new one or over row `seq`; returns its `seq`.
-fn put(tx: &Transaction<'_>, seq: Option<i64>, task: &Task) -> Result<i64> {
-    let c = columns(task);
+/// Writes the row of a new task.
+fn put_new(tx: &Connection, task: &Task) -> Result<()> {
     let record = encode(task)?;
     let queue = queue_of(task, is_blocked(tx, task)?).map(Queue::as_str);
-    let values = params![
-        &*task.id,
-        record,
-        c.status,
-        c.classification,
-        c.priority,
-        c.due_at,
-        c.lock_key,
-        c.lease_expiry,
-        c.ended_at,
-        c.version,
-        queue,
-    ];
-    let Some(seq) = seq else {
-        exec(
-            tx,
-            "INSERT INTO task (id, record, status, classification, priority, due_at, lock_key,
-                               lease_expiry, ended_at, version, queue)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
-            values,
-        )?;
-        return Ok(tx.last_insert_rowid());
-    };
-    let mut values: Vec<&dyn ToSql> = values.to_vec();
-    values.push(&seq);
+    let columns = columns(task);
+    let mut values: Vec<&dyn ToSql> = vec![&task.id, &record, &queue];
+    values.extend(columns.named().map(|(_, value)| value));
     exec(
         tx,
-        "UPDATE task SET id = ?1, record = ?2, status = ?3, classification = ?4, priority = ?5,
-                         due_at = ?6, lock_key = ?7, lease_expiry = ?8, ended_at = ?9,
-                         version = ?10, queue = ?11
-         WHERE seq = ?12",
+        "INSERT INTO task (id, record, queue, status, classification, priority, due_at,
+                           lock_key, lease_expiry, ended_at, version)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
         &*values,
     )?;
-    Ok(seq)
+    Ok(())
 }
 
-fn take_locks(tx: &Transaction<'_>, task: &Task) -> Result<()> {
+/// Writes `task` over its row `seq`, which holds `old`. Only the columns that change are
+/// set: SQLite rewrites the indexes of every column set, changed or not.
+fn put_over(tx: &Connection, seq: i64, old: &Task, task: &Task) -> Result<()> {
+    let record = encode(task)?;
+    let queue = queue_of(task, is_blocked(tx, task)?).map(Queue::as_str);
+    let (before, after) = (columns(old), columns(task));
+    let mut sql = String::from("UPDATE task SET record = ?, queue = ?");
+    let mut values: Vec<&dyn ToSql> = vec![&record, &queue];
+    for ((name, new), (_, was)) in after.named().into_iter().zip(before.named()) {
+        if new.to_sql().sql()? != was.to_sql().sql()? {
+            sql.push_str(", ");
+            sql.push_str(name);
+            sql.push_str(" = ?");
+            values.push(new);
+        }
+    }
+    sql.push_str(" WHERE seq = ?");
+    values.push(&seq);
+    exec(tx, &sql, &*values)?;
+    Ok(())
+}
+
+fn take_locks(tx: &Connection, task: &Task) -> Result<()> {
     for key in held_locks(task) {
         exec(
             tx,
@@ -143,7 +148,7 @@ fn take_locks(tx: &Transaction<'_>, task: &Task) -> Result<()> {
 }
 
 /// Whether `task` waits for a dependency (only a pending or scheduled one can).
-fn is_blocked(tx: &Transaction<'_>, task: &Task) -> Result<bool> {
+fn is_blocked(tx: &Connection, task: &Task) -> Result<bool> {
     if !matches!(task.status, TaskStatus::Pending | TaskStatus::Scheduled) {
         return Ok(false);
     }
@@ -157,7 +162,7 @@ fn is_blocked(tx: &Transaction<'_>, task: &Task) -> Result<bool> {
 /// Records what `task` waits for, replacing what it waited for before: nothing for a
 /// dependency that succeeded; one that ended otherwise is marked failed, for the claims to
 /// hand over.
-fn link_dependencies(tx: &Transaction<'_>, task: &Task) -> Result<()> {
+fn link_dependencies(tx: &Connection, task: &Task) -> Result<()> {
     exec(
         tx,
         "DELETE FROM task_dependency WHERE task_id = ?1",
@@ -182,7 +187,7 @@ fn link_dependencies(tx: &Transaction<'_>, task: &Task) -> Result<()> {
 }
 
 /// The number of the next dependency failure (claims hand them over in this order).
-fn next_failure(tx: &Transaction<'_>) -> Result<i64> {
+fn next_failure(tx: &Connection) -> Result<i64> {
     one(
         tx,
         "SELECT IFNULL(MAX(failed_seq), 0) + 1 FROM task_dependency WHERE failed_seq IS NOT NULL",
@@ -192,7 +197,7 @@ fn next_failure(tx: &Transaction<'_>) -> Result<i64> {
 
 /// `dependency` ended with `status`: the tasks waiting for it wait for one fewer (and
 /// are queued when it was their last), or are marked to be failed.
-fn settle_dependents(tx: &Transaction<'_>, dependency: &str, status: TaskStatus) -> Result<()> {
+fn settle_dependents(tx: &Connection, dependency: &str, status: TaskStatus) -> Result<()> {
     if status != TaskStatus::Succeeded {
         exec(
             tx,
@@ -203,9 +208,14 @@ fn settle_dependents(tx: &Transaction<'_>, dependency: &str, status: TaskStatus)
     }
     let waiting: Vec<String> = all(
         tx,
-        "DELETE FROM task_dependency WHERE depends_on = ?1 RETURNING task_id",
+        "SELECT task_id FROM task_dependency WHERE depends_on = ?1",
         [dependency],
         |r| r.get(0),
+    )?;
+    exec(
+        tx,
+        "DELETE FROM task_dependency WHERE depends_on = ?1",
+        [dependency],
     )?;
     for id in waiting {
         let Some((seq, task)) = load(tx, &id)? else {

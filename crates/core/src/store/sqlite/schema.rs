@@ -4,6 +4,7 @@ use std::fmt::Display;
 use std::path::Path;
 use std::time::Duration;
 
+use rusqlite::config::DbConfig;
 use rusqlite::{Connection, TransactionBehavior};
 
 use super::to_i64;
@@ -86,6 +87,10 @@ pub(super) fn configure(conn: &Connection, path: &Path) -> Result<()> {
     let fail = |e: rusqlite::Error| cannot_open(path, e);
     conn.busy_timeout(BUSY_TIMEOUT).map_err(fail)?;
     conn.set_prepared_statement_cache_capacity(64);
+    // One plan per statement, whatever the values bound: otherwise SQLite prepares the
+    // claim's queries anew at every run (binding a value may change the best plan).
+    conn.set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)
+        .map_err(fail)?;
     let mode: String = conn
         .pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))
         .map_err(fail)?;
