@@ -122,7 +122,17 @@ impl Drop for Tx<'_> {
     }
 }
 
-/// Keeps tasks and events in a SQLite database (see the [module docs](self)).
+/// Keeps tasks and events in a SQLite database file.
+///
+/// Durable against a crash of the process: the database runs in WAL mode with
+/// `synchronous=NORMAL`, so a call that returned is on disk unless the machine itself
+/// fails (a power loss or an OS crash may lose the last calls, never consistency).
+///
+/// Claims behave as [`MemoryStore`](super::MemoryStore)'s. Every call is one
+/// transaction and writes take the write lock up front, so several stores, in one
+/// process or several, may share a file: a task is never leased twice. The schema is
+/// created and migrated by [`SqliteStore::open`]; a database written by a newer version
+/// is refused.
 pub struct SqliteStore {
     conn: Mutex<Connection>,
     path: PathBuf,
