@@ -40,6 +40,7 @@ pub struct StatusPayload {
     pub status: TaskStatus,
     /// The output (present, possibly `null`, when `succeeded`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(deserialize_with = "crate::model::present")]
     pub output: Option<Value>,
     /// The error (`failed`, `canceled`, `waiting_retry`); boxed to keep events small.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -128,7 +129,7 @@ impl EventDraft {
 /// `{ uuid, seq, taskId, ts, classification, payload }`; its id,
 /// `"<taskId>:<classification>:<uuid>"` ([`Event::id`]), is derived, not sent.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", try_from = "EventRecord")]
 pub struct Event {
     /// Unique id of the event.
     pub uuid: Uuid,
@@ -142,6 +143,39 @@ pub struct Event {
     pub classification: EventClass,
     /// Payload.
     pub payload: Payload,
+}
+
+/// An event as read back: its payload is decoded by its classification, since the untagged
+/// [`Payload`] alone would read a progress payload shaped like a status one as a status.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct EventRecord {
+    uuid: Uuid,
+    seq: u64,
+    task_id: TaskId,
+    ts: Millis,
+    classification: EventClass,
+    payload: Value,
+}
+
+impl TryFrom<EventRecord> for Event {
+    type Error = serde_json::Error;
+
+    fn try_from(record: EventRecord) -> Result<Self, Self::Error> {
+        let payload = match record.classification {
+            EventClass::Status => Payload::Status(serde_json::from_value(record.payload)?),
+            EventClass::Log => Payload::Log(serde_json::from_value(record.payload)?),
+            EventClass::Progress | EventClass::Update => Payload::Json(record.payload),
+        };
+        Ok(Event {
+            uuid: record.uuid,
+            seq: record.seq,
+            task_id: record.task_id,
+            ts: record.ts,
+            classification: record.classification,
+            payload,
+        })
+    }
 }
 
 impl Event {
@@ -212,5 +246,35 @@ mod tests {
         assert_eq!(v["payload"], json!({"p": 1}));
         let back: Event = serde_json::from_value(v).unwrap();
         assert_eq!(back, e);
+    }
+
+    #[test]
+    fn reads_back_what_it_wrote() {
+        let task_id: TaskId = "t1".into();
+        // A progress payload shaped like a status payload stays a progress payload.
+        let lookalike = json!({"status": "running", "pct": 5});
+        let progress = Event::from_draft(&task_id, 1, 10, EventDraft::progress(lookalike));
+        // A `null` output stays present.
+        let status = Event::from_draft(
+            &task_id,
+            2,
+            20,
+            EventDraft {
+                class: EventClass::Status,
+                payload: Payload::Status(StatusPayload {
+                    status: TaskStatus::Succeeded,
+                    output: Some(Value::Null),
+                    error: None,
+                    next_run_at: None,
+                    scheduled_to: None,
+                }),
+            },
+        );
+        for e in [progress, status] {
+            let text = serde_json::to_string(&e).unwrap();
+            let back: Event = serde_json::from_str(&text).unwrap();
+            assert_eq!(back, e);
+            assert_eq!(serde_json::to_string(&back).unwrap(), text);
+        }
     }
 }

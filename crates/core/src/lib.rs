@@ -3,7 +3,8 @@
 //! The engine of decaf-tasks, free of any JS binding: the task model and its state
 //! machine, retry backoff, leases with fencing tokens, an event-driven dispatcher, executors
 //! (a native thread pool for Rust handlers; bindings add their own), ordered events and the
-//! [`Store`] trait with an in-memory implementation.
+//! [`Store`] trait with an in-memory implementation and (feature `sqlite`, on by default) a
+//! durable SQLite one.
 //!
 //! Embed it to run Rust handlers: create an [`Engine`] over a [`Store`] and an
 //! [`EventSink`], [`Engine::register_native`] your [`Handler`]s, and [`Engine::push`] tasks.
@@ -32,6 +33,8 @@ pub use model::{
 };
 pub use spec::{validate as validate_spec, MAX_KEY_LEN};
 pub use state::{Change, Refused, StepPosition, StopReason};
+#[cfg(feature = "sqlite")]
+pub use store::SqliteStore;
 pub use store::{
     ClaimBatch, ClaimRequest, DependencyFailure, MemoryStore, Numbering, Retention, Store,
     Transition,

@@ -8,6 +8,12 @@ use serde_json::Value;
 /// Milliseconds since the Unix epoch.
 pub type Millis = i64;
 
+/// Reads an optional JSON value so that a present `null` stays `Some(Value::Null)` (serde
+/// reads it as `None` otherwise): a record read back from a store serializes as written.
+pub(crate) fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
+    Value::deserialize(d).map(Some)
+}
+
 /// A task id: shared, cheap to clone.
 pub type TaskId = std::sync::Arc<str>;
 
@@ -129,9 +135,11 @@ pub struct TaskError {
     pub stack: Option<String>,
     /// A string or number code (cancel uses `400`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(deserialize_with = "present")]
     pub code: Option<Value>,
     /// Any JSON the handler attached.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(deserialize_with = "present")]
     pub details: Option<Value>,
 }
 
@@ -190,6 +198,7 @@ pub struct StepResult {
     pub status: TaskStatus,
     /// Output of the step.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(deserialize_with = "present")]
     pub output: Option<Value>,
     /// Error of the step.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -210,6 +219,7 @@ pub struct LogEntry {
     pub msg: String,
     /// Structured data.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(deserialize_with = "present")]
     pub meta: Option<Value>,
     /// Composite step index.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -296,6 +306,7 @@ pub struct Task {
     pub input: std::sync::Arc<Value>,
     /// Output once succeeded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(deserialize_with = "present")]
     pub output: Option<Value>,
     /// Last error.
     #[serde(default, skip_serializing_if = "Option::is_none")]

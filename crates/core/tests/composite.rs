@@ -7,11 +7,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{engine, recv, ManualExecutor};
+use common::{config, engine_on, recv, ManualExecutor};
 use crossbeam_channel::Receiver;
 use decaf_tasks_core::{
     Atomicity, Engine, EventClass, Handler, HandlerResult, Job, Outcome, StepPosition, StepSpec,
-    TaskContext, TaskError, TaskSpec, TaskStatus,
+    Store, TaskContext, TaskError, TaskSpec, TaskStatus,
 };
 use serde_json::{json, Value};
 
@@ -26,9 +26,37 @@ fn composite(steps: Vec<Value>) -> TaskSpec {
     s
 }
 
+type MakeStore = fn() -> Arc<dyn Store>;
+
+/// Every test here runs on each store.
+macro_rules! on_every_store {
+    ($($name:ident),* $(,)?) => {
+        mod memory {
+            $(#[test] fn $name() { super::$name(super::common::memory_store) })*
+        }
+        mod sqlite {
+            $(#[test] fn $name() { super::$name(super::common::sqlite_store) })*
+        }
+    };
+}
+
+on_every_store!(
+    steps_run_in_order_each_reading_the_outputs_before_it,
+    a_step_retries_in_place_then_the_task_retry_resumes_at_that_step,
+    a_failing_step_stops_the_composite_unless_it_can_fail,
+    scheduled_steps_are_inserted_in_call_order_and_announced,
+    schedule_steps_is_refused_outside_a_composite_and_for_bad_steps,
+    retry_cancel_and_reschedule_inside_a_step_act_on_the_task,
+    log_lines_written_during_a_step_carry_its_index,
+    a_step_waits_for_a_step_of_another_task_by_index_name_or_classification,
+    a_dependency_on_a_failed_step_fails_the_dependent_and_missing_ones_are_refused,
+    steps_sharing_a_lock_never_overlap_and_do_not_block_others,
+    native_steps_run_with_catch_hooks_and_can_schedule_steps,
+);
+
 /// An engine with one manual executor serving the step classifications `a`, `b`, `c`.
-fn abc_engine() -> (Engine, Arc<common::RecordingSink>, Receiver<Job>) {
-    let (engine, sink) = engine(8, 10_000);
+fn abc_engine(store: MakeStore) -> (Engine, Arc<common::RecordingSink>, Receiver<Job>) {
+    let (engine, sink) = engine_on(config(8, 10_000), store());
     let (exec, jobs) = ManualExecutor::new();
     engine.add_executor(exec, &["a".into(), "b".into(), "c".into()]);
     (engine, sink, jobs)
@@ -63,9 +91,8 @@ fn at_once() -> Value {
     json!({"baseMs": 0, "maxMs": 0})
 }
 
-#[test]
-fn steps_run_in_order_each_reading_the_outputs_before_it() {
-    let (engine, sink, jobs) = abc_engine();
+fn steps_run_in_order_each_reading_the_outputs_before_it(store: MakeStore) {
+    let (engine, sink, jobs) = abc_engine(store);
     let task = engine
         .push(vec![composite(vec![
             json!({"classification": "a", "input": 1}),
@@ -138,9 +165,8 @@ fn steps_run_in_order_each_reading_the_outputs_before_it() {
     );
 }
 
-#[test]
-fn a_step_retries_in_place_then_the_task_retry_resumes_at_that_step() {
-    let (engine, sink, jobs) = abc_engine();
+fn a_step_retries_in_place_then_the_task_retry_resumes_at_that_step(store: MakeStore) {
+    let (engine, sink, jobs) = abc_engine(store);
     let mut spec = composite(vec![
         json!({"classification": "a"}),
         json!({"classification": "b", "maxAttempts": 2, "backoff": at_once()}),
@@ -194,9 +220,8 @@ fn a_step_retries_in_place_then_the_task_retry_resumes_at_that_step() {
     assert_eq!(logs[0]["level"], json!("warn"));
 }
 
-#[test]
-fn a_failing_step_stops_the_composite_unless_it_can_fail() {
-    let (engine, sink, jobs) = abc_engine();
+fn a_failing_step_stops_the_composite_unless_it_can_fail(store: MakeStore) {
+    let (engine, sink, jobs) = abc_engine(store);
     let stopping = engine
         .push(vec![composite(vec![
             json!({"classification": "a"}),
@@ -236,9 +261,8 @@ fn a_failing_step_stops_the_composite_unless_it_can_fail() {
     assert_eq!(done.step_results[1].status, TaskStatus::Succeeded);
 }
 
-#[test]
-fn scheduled_steps_are_inserted_in_call_order_and_announced() {
-    let (engine, sink, jobs) = abc_engine();
+fn scheduled_steps_are_inserted_in_call_order_and_announced(store: MakeStore) {
+    let (engine, sink, jobs) = abc_engine(store);
     let task = engine
         .push(vec![composite(vec![
             json!({"classification": "a"}),
@@ -310,9 +334,8 @@ fn scheduled_steps_are_inserted_in_call_order_and_announced() {
     );
 }
 
-#[test]
-fn schedule_steps_is_refused_outside_a_composite_and_for_bad_steps() {
-    let (engine, _sink, jobs) = abc_engine();
+fn schedule_steps_is_refused_outside_a_composite_and_for_bad_steps(store: MakeStore) {
+    let (engine, _sink, jobs) = abc_engine(store);
     engine.push(vec![TaskSpec::new("a", Value::Null)]).unwrap();
     let job = recv(&jobs);
     let err = engine
@@ -344,9 +367,8 @@ fn schedule_steps_is_refused_outside_a_composite_and_for_bad_steps() {
     assert_eq!(empty.code(), "E_INVALID");
 }
 
-#[test]
-fn retry_cancel_and_reschedule_inside_a_step_act_on_the_task() {
-    let (engine, sink, jobs) = abc_engine();
+fn retry_cancel_and_reschedule_inside_a_step_act_on_the_task(store: MakeStore) {
+    let (engine, sink, jobs) = abc_engine(store);
     let mut spec = composite(vec![
         json!({"classification": "a", "maxAttempts": 5, "canFail": true}),
         json!({"classification": "b"}),
@@ -398,9 +420,8 @@ fn retry_cancel_and_reschedule_inside_a_step_act_on_the_task() {
     assert_eq!(record.scheduled_to, Some(at));
 }
 
-#[test]
-fn log_lines_written_during_a_step_carry_its_index() {
-    let (engine, sink, jobs) = abc_engine();
+fn log_lines_written_during_a_step_carry_its_index(store: MakeStore) {
+    let (engine, sink, jobs) = abc_engine(store);
     let task = engine
         .push(vec![composite(vec![
             json!({"classification": "a"}),
@@ -424,9 +445,8 @@ fn log_lines_written_during_a_step_carry_its_index() {
     assert_eq!(steps, [("in a", Some(0)), ("in b", Some(1))]);
 }
 
-#[test]
-fn a_step_waits_for_a_step_of_another_task_by_index_name_or_classification() {
-    let (engine, sink, jobs) = abc_engine();
+fn a_step_waits_for_a_step_of_another_task_by_index_name_or_classification(store: MakeStore) {
+    let (engine, sink, jobs) = abc_engine(store);
     let upstream = engine
         .push(vec![composite(vec![
             json!({"classification": "a", "name": "fetch"}),
@@ -477,9 +497,10 @@ fn a_step_waits_for_a_step_of_another_task_by_index_name_or_classification() {
     );
 }
 
-#[test]
-fn a_dependency_on_a_failed_step_fails_the_dependent_and_missing_ones_are_refused() {
-    let (engine, sink, jobs) = abc_engine();
+fn a_dependency_on_a_failed_step_fails_the_dependent_and_missing_ones_are_refused(
+    store: MakeStore,
+) {
+    let (engine, sink, jobs) = abc_engine(store);
     let upstream = engine
         .push(vec![composite(vec![
             json!({"classification": "a", "canFail": true}),
@@ -523,9 +544,8 @@ fn a_dependency_on_a_failed_step_fails_the_dependent_and_missing_ones_are_refuse
     }
 }
 
-#[test]
-fn steps_sharing_a_lock_never_overlap_and_do_not_block_others() {
-    let (engine, _sink, jobs) = abc_engine();
+fn steps_sharing_a_lock_never_overlap_and_do_not_block_others(store: MakeStore) {
+    let (engine, _sink, jobs) = abc_engine(store);
     let locked = |name: &str| {
         composite(vec![
             json!({"classification": "a", "name": name, "lock": "L"}),
@@ -573,9 +593,8 @@ impl Handler for Flaky {
     }
 }
 
-#[test]
-fn native_steps_run_with_catch_hooks_and_can_schedule_steps() {
-    let (engine, sink) = engine(4, 10_000);
+fn native_steps_run_with_catch_hooks_and_can_schedule_steps(store: MakeStore) {
+    let (engine, sink) = engine_on(config(4, 10_000), store());
     let caught = Arc::new(AtomicUsize::new(0));
     engine
         .register_native(

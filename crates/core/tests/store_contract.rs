@@ -1,5 +1,5 @@
 //! The `Store` contract: what every store must do, written once against the trait so that
-//! each implementation (memory now; durable ones later) runs the same suite.
+//! each implementation (memory, SQLite) runs the same suite.
 
 use std::cell::Cell;
 
@@ -25,6 +25,19 @@ fn contract(make: impl Fn() -> Box<dyn Store>) {
 #[test]
 fn memory_store_keeps_the_contract() {
     contract(|| Box::new(MemoryStore::new()));
+}
+
+#[cfg(feature = "sqlite")]
+#[test]
+fn sqlite_store_keeps_the_contract() {
+    // One fresh database file per store, all removed with the directory.
+    let dir = tempfile::tempdir().unwrap();
+    let count = Cell::new(0);
+    contract(|| {
+        count.set(count.get() + 1);
+        let path = dir.path().join(format!("contract-{}.db", count.get()));
+        Box::new(decaf_tasks_core::SqliteStore::open(path).unwrap())
+    });
 }
 
 fn task(store: &dyn Store, seq: &Cell<u64>, spec: TaskSpec, now: i64) -> Task {

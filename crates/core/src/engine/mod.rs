@@ -194,9 +194,16 @@ impl Shared {
         self.purge(now_ms());
         // A change may have put a task on a timer the sleeping dispatcher does not know
         // (a retry, a reschedule, a scheduled dependent whose last dependency succeeded).
-        if let Ok(Some(due)) = self.store.next_due() {
-            if st.sleeping_until.is_none_or(|at| at > due) {
-                st.sleeping_until = Some(due);
+        // And an ended task a purge the dispatcher does not know about yet.
+        let purge = if self.config.retention.is_on() {
+            self.store.next_purge(&self.config.retention).ok().flatten()
+        } else {
+            None
+        };
+        let due = self.store.next_due().ok().flatten();
+        if let Some(at) = due.into_iter().chain(purge).min() {
+            if st.sleeping_until.is_none_or(|sleep| sleep > at) {
+                st.sleeping_until = Some(at);
                 self.wake();
             }
         }

@@ -2,8 +2,12 @@
 //! only talks to [`Store`].
 
 mod memory;
+#[cfg(feature = "sqlite")]
+mod sqlite;
 
 pub use memory::MemoryStore;
+#[cfg(feature = "sqlite")]
+pub use sqlite::SqliteStore;
 
 use crate::error::{EngineError, Result};
 use crate::event::{Event, EventDraft};

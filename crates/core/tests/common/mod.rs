@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender};
 use decaf_tasks_core::{
     Engine, EngineConfig, Event, EventSink, Executor, ExecutorId, Job, MemoryStore, StopReason,
-    TaskStatus,
+    Store, TaskStatus,
 };
 use parking_lot::{Condvar, Mutex};
 
@@ -135,14 +135,29 @@ pub fn engine(concurrency: usize, lease_ms: u64) -> (Engine, Arc<RecordingSink>)
 }
 
 pub fn engine_with(config: EngineConfig) -> (Engine, Arc<RecordingSink>) {
+    engine_on(config, Arc::new(MemoryStore::new()))
+}
+
+/// An engine over `store`.
+pub fn engine_on(config: EngineConfig, store: Arc<dyn Store>) -> (Engine, Arc<RecordingSink>) {
     let sink = Arc::new(RecordingSink::default());
-    let engine = Engine::new(
-        config,
-        Arc::new(MemoryStore::new()),
-        Arc::clone(&sink) as Arc<dyn EventSink>,
-    )
-    .expect("engine starts");
+    let engine =
+        Engine::new(config, store, Arc::clone(&sink) as Arc<dyn EventSink>).expect("engine starts");
     (engine, sink)
+}
+
+/// A fresh store of each kind, for suites that run on all of them.
+pub fn memory_store() -> Arc<dyn Store> {
+    Arc::new(MemoryStore::new())
+}
+
+/// A fresh SQLite store in a temporary file (deleted when the test process ends).
+pub fn sqlite_store() -> Arc<dyn Store> {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let store = decaf_tasks_core::SqliteStore::open(dir.path().join("tasks.db")).expect("opens");
+    // The directory must outlive the store: leak it (a test process is short-lived).
+    std::mem::forget(dir);
+    Arc::new(store)
 }
 
 pub fn recv(rx: &Receiver<Job>) -> Job {
