@@ -7,7 +7,8 @@ use std::sync::{Arc, LazyLock, Weak};
 use std::time::Duration;
 
 use decaf_tasks_core::{
-    Engine, EngineConfig, ExecutorId, ListFilter, MemoryStore, Outcome, StepPosition, TaskSpec,
+    Engine, EngineConfig, ExecutorId, ListFilter, MemoryStore, Outcome, SqliteStore, StepPosition,
+    Store, TaskSpec,
 };
 use napi::bindgen_prelude::{AsyncTask, Function};
 use napi::{Env, Task};
@@ -34,6 +35,22 @@ static ENGINES: LazyLock<Mutex<HashMap<u32, Weak<Engine>>>> = LazyLock::new(Defa
 #[serde(rename_all = "camelCase")]
 struct AdapterConfig {
     kind: String,
+    path: Option<String>,
+}
+
+/// Opens the store the adapter config names (validated by `lib/`, checked again here).
+fn open_store(adapter: Option<&AdapterConfig>) -> napi::Result<Arc<dyn Store>> {
+    let Some(adapter) = adapter else {
+        return Ok(Arc::new(MemoryStore::new()));
+    };
+    match (adapter.kind.as_str(), adapter.path.as_deref()) {
+        ("memory", None) => Ok(Arc::new(MemoryStore::new())),
+        ("sqlite", Some(path)) => Ok(Arc::new(SqliteStore::open(path).map_err(to_js)?)),
+        ("sqlite", None) => Err(invalid("adapter.path is required for the 'sqlite' store")),
+        (kind, _) => Err(invalid(format!(
+            "adapter.kind '{kind}' is not supported: use 'memory' or 'sqlite'"
+        ))),
+    }
 }
 
 #[derive(Deserialize)]
@@ -104,22 +121,11 @@ impl NativeEngine {
     pub fn new(config_json: String, on_events: Function<(), ()>) -> napi::Result<Self> {
         let config: Config = parse("config", &config_json)?;
         crate::tracing_setup::init(config.logger.as_deref());
-        if let Some(adapter) = &config.adapter {
-            if adapter.kind != "memory" {
-                return Err(invalid(format!(
-                    "adapter.kind '{}' is not supported: use 'memory'",
-                    adapter.kind
-                )));
-            }
-        }
+        let store = open_store(config.adapter.as_ref())?;
         let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
         let sink = Arc::new(JsEventSink::new(wake_of(on_events)?));
-        let engine = Engine::new(
-            engine_config(&config, id),
-            Arc::new(MemoryStore::new()),
-            Arc::clone(&sink) as _,
-        )
-        .map_err(to_js)?;
+        let engine = Engine::new(engine_config(&config, id), store, Arc::clone(&sink) as _)
+            .map_err(to_js)?;
         native_handlers::register_all(&engine).map_err(to_js)?;
         let engine = Arc::new(engine);
         let mut engines = ENGINES.lock();

@@ -464,6 +464,7 @@ impl Engine {
         sink: Arc<dyn EventSink>,
     ) -> Result<Self> {
         config.validate()?;
+        let first_seq = store.last_event_seq()?;
         let (wake, wake_rx) = crossbeam_channel::bounded(1);
         let threads = config.native_threads;
         let shared = Arc::new_cyclic(|weak| {
@@ -485,7 +486,7 @@ impl Engine {
                 store,
                 sink,
                 state: Mutex::new(State {
-                    seq: 0,
+                    seq: first_seq,
                     running: FxHashMap::default(),
                     executors,
                     routes: HashMap::new(),

@@ -164,6 +164,12 @@ pub trait Store: Send + Sync {
     /// Number of tasks that have not ended.
     fn active_count(&self) -> Result<usize>;
 
+    /// The sequence number of the last event stored (0 when none): an engine opened on a
+    /// durable store numbers its events after it.
+    fn last_event_seq(&self) -> Result<u64> {
+        Ok(0)
+    }
+
     /// Whether other processes share this store (they may run classifications this
     /// engine does not know).
     fn is_shared(&self) -> bool {

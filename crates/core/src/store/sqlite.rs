@@ -436,4 +436,17 @@ impl Store for SqliteStore {
         })?;
         Ok(usize::try_from(count).unwrap_or(0))
     }
+
+    fn last_event_seq(&self) -> Result<u64> {
+        let last: Vec<String> = self.reading(|tx| {
+            all(
+                tx,
+                "SELECT event FROM task_event ORDER BY seq DESC LIMIT 1",
+                [],
+                |r| r.get(0),
+            )
+        })?;
+        last.first()
+            .map_or(Ok(0), |text| decode_event(text).map(|e| e.seq))
+    }
 }
