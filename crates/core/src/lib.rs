@@ -36,6 +36,6 @@ pub use state::{Change, Refused, StepPosition, StopReason};
 #[cfg(feature = "sqlite")]
 pub use store::SqliteStore;
 pub use store::{
-    ClaimBatch, ClaimRequest, DependencyFailure, MemoryStore, Numbering, Retention, Store,
+    ClaimBatch, ClaimRequest, Claimed, DependencyFailure, MemoryStore, Numbering, Retention, Store,
     Transition,
 };

@@ -363,6 +363,10 @@ pub struct Task {
     pub updated_at: Millis,
     /// Optimistic concurrency version, incremented by every stored change.
     pub version: u64,
+    /// Sequence number of the task's last event: whichever engine writes its next events
+    /// numbers them after it, so a task's events keep increasing across processes.
+    #[serde(default)]
+    pub last_seq: u64,
 }
 
 fn is_zero(n: &u32) -> bool {

@@ -103,6 +103,7 @@ pub fn create(spec: TaskSpec, id: TaskId, now: Millis) -> Change {
         created_at: now,
         updated_at: now,
         version: 0,
+        last_seq: 0,
     };
     let events = vec![EventDraft::status(&task)];
     Change { task, events }

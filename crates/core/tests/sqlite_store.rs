@@ -43,7 +43,9 @@ fn claim_with(
             now,
             owner,
             lease_ms: 1000,
+            classifications: &[],
             reserve,
+            number: &number_claim,
         })
         .unwrap()
 }
@@ -63,7 +65,7 @@ fn apply(
     now: i64,
     mut transition: impl FnMut(&Task) -> Result<state::Change, state::Refused>,
 ) -> Result<(TaskStatus, Vec<Event>), state::Refused> {
-    let mut number = |t: &Task, drafts: Vec<EventDraft>| {
+    let mut number = |t: &mut Task, drafts: Vec<EventDraft>| {
         drafts
             .into_iter()
             .map(|d| Event::from_draft(&t.id, 0, now, d))
@@ -127,7 +129,8 @@ fn tasks_events_and_leases_survive_close_and_reopen() {
     let done = store.get("done").unwrap().unwrap();
     assert_eq!(done.output, Some(Value::Null));
     assert_eq!(done.version, 2);
-    assert_eq!(store.events("run").unwrap().len(), 2);
+    // Created, claimed (the claim stores its `running` event), progress.
+    assert_eq!(store.events("run").unwrap().len(), 3);
     assert_eq!(store.active_count().unwrap(), 4);
     assert_eq!(store.next_due().unwrap(), Some(5_000));
     // The lease of the running task: held, then expired once its time passed.
@@ -519,4 +522,15 @@ fn a_store_in_memory_opens() {
     assert_eq!(store.active_count().unwrap(), 1);
     assert!(format!("{store:?}").contains(":memory:"));
     assert!(!Path::new(":memory:").exists());
+}
+
+/// Numbers a claim's events after the task's own last event.
+fn number_claim(task: &mut Task, drafts: Vec<EventDraft>) -> Vec<Event> {
+    drafts
+        .into_iter()
+        .map(|d| {
+            task.last_seq += 1;
+            Event::from_draft(&task.id, task.last_seq, 0, d)
+        })
+        .collect()
 }

@@ -66,7 +66,9 @@ fn claim(store: &dyn Store, limit: usize, now: i64, room: &dyn Fn(&str) -> bool)
             now,
             owner: "me",
             lease_ms: 1000,
+            classifications: &[],
             reserve: room,
+            number: &number_claim,
         })
         .unwrap()
         .claimed
@@ -80,7 +82,7 @@ fn any(_: &str) -> bool {
 }
 
 fn finish(store: &dyn Store, id: &str, status: TaskStatus, now: i64) {
-    let mut number = |_: &Task, drafts: Vec<EventDraft>| {
+    let mut number = |_: &mut Task, drafts: Vec<EventDraft>| {
         drafts
             .into_iter()
             .map(|d| Event::from_draft(&id.into(), 0, now, d))
@@ -152,7 +154,7 @@ fn update_is_compare_and_set(store: &dyn Store) {
 fn apply_refusals_change_nothing(store: &dyn Store) {
     let seq = Cell::new(0);
     let a = task(store, &seq, spec("a"), 10);
-    let mut number = |_: &Task, d: Vec<EventDraft>| {
+    let mut number = |_: &mut Task, d: Vec<EventDraft>| {
         d.into_iter()
             .map(|d| Event::from_draft(&a.id, 0, 10, d))
             .collect()
@@ -243,7 +245,9 @@ fn dependencies_gate_claims(store: &dyn Store) {
             now: 40,
             owner: "me",
             lease_ms: 1000,
+            classifications: &[],
             reserve: &any,
+            number: &number_claim,
         })
         .unwrap();
     assert!(batch.claimed.is_empty());
@@ -279,4 +283,15 @@ fn retention_purges_ended_tasks(store: &dyn Store) {
     assert_eq!(store.get("t0").unwrap(), None);
     assert!(store.get("t1").unwrap().is_some());
     assert_eq!(store.active_count().unwrap(), 0);
+}
+
+/// Numbers a claim's events after the task's own last event.
+fn number_claim(task: &mut Task, drafts: Vec<EventDraft>) -> Vec<Event> {
+    drafts
+        .into_iter()
+        .map(|d| {
+            task.last_seq += 1;
+            Event::from_draft(&task.id, task.last_seq, 0, d)
+        })
+        .collect()
 }

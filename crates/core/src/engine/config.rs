@@ -19,6 +19,9 @@ pub struct EngineConfig {
     pub timeout_grace_ms: u64,
     /// How long ended tasks are kept in the store (default: forever).
     pub retention: crate::store::Retention,
+    /// With a shared store: the longest the dispatcher sleeps without a notification from
+    /// the store (a safety poll, should one be lost).
+    pub poll_ms: u64,
 }
 
 impl Default for EngineConfig {
@@ -33,6 +36,7 @@ impl Default for EngineConfig {
                 .unwrap_or(2),
             timeout_grace_ms: 1000,
             retention: Default::default(),
+            poll_ms: 2_000,
         }
     }
 }
@@ -56,6 +60,11 @@ impl EngineConfig {
         if self.native_threads == 0 {
             return Err(EngineError::Invalid(
                 "nativeThreads must be a positive integer".into(),
+            ));
+        }
+        if self.poll_ms == 0 {
+            return Err(EngineError::Invalid(
+                "pollMs must be a positive integer".into(),
             ));
         }
         if self.owner.is_empty() {

@@ -1,7 +1,7 @@
 //! The dispatcher thread. Event driven: it sleeps until woken (a push, a freed slot, a new
 //! handler) or until the earliest due time, lease expiry or renewal, never polling.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -13,8 +13,8 @@ use super::{now_ms, Overdue, Run, Shared, State};
 use crate::error::Result;
 use crate::executor::{ExecutorId, Job, JobStep};
 use crate::model::{Millis, Task, TaskError, TaskId};
-use crate::state::{self, Change, StopReason};
-use crate::store::{ClaimBatch, ClaimRequest, DependencyFailure};
+use crate::state::{self, StopReason};
+use crate::store::{ClaimBatch, ClaimRequest, Claimed, DependencyFailure};
 
 /// Most expired leases recovered per wake-up.
 const RECOVER_BATCH: usize = 256;
@@ -62,6 +62,10 @@ impl Shared {
     /// One round: recover expired leases, renew native runs, claim into free slots.
     /// Returns when the next round is due without a wake-up.
     fn dispatch(&self, st: &mut State, now: Millis) -> Result<Option<Millis>> {
+        let shared = self.store.is_shared();
+        if shared {
+            self.deliver_remote_events(st)?;
+        }
         self.purge(now);
         self.time_out_runs(st, now)?;
         self.report_stuck(st, now);
@@ -80,7 +84,32 @@ impl Shared {
         let deadline = st.deadlines.first().map(|&(at, _, _)| at);
         let grace = st.overdue.iter().map(|o| o.grace_until).min();
         let purge = self.store.next_purge(&self.config.retention)?;
-        Ok([next, deadline, grace, purge].into_iter().flatten().min())
+        // Other processes notify; the poll only covers a lost notification.
+        let poll = shared.then(|| now + self.config.poll_ms as Millis);
+        Ok([next, deadline, grace, purge, poll]
+            .into_iter()
+            .flatten()
+            .min())
+    }
+
+    /// Delivers what other engines sharing the store emitted, in their commit order. The
+    /// engine's sequence moves past their numbers (a Lamport clock), so the next events
+    /// this engine writes come after them.
+    fn deliver_remote_events(&self, st: &mut State) -> Result<()> {
+        let events = self.store.remote_events()?;
+        if events.is_empty() {
+            return Ok(());
+        }
+        for event in &events {
+            st.seq = st.seq.max(event.seq);
+            if let crate::event::Payload::Status(p) = &event.payload {
+                if p.status.is_terminal() {
+                    st.watching.remove(&event.task_id);
+                }
+            }
+        }
+        self.sink.deliver(events);
+        Ok(())
     }
 
     /// Runs past their task's `timeoutMs`: a failed attempt (`E_TIMEOUT`), retried under
@@ -194,16 +223,29 @@ impl Shared {
             }
             pick.is_some()
         };
-        let ClaimBatch {
-            claimed,
-            dependency_failures,
-        } = self.store.claim(&ClaimRequest {
+        let seq = Cell::new(st.seq);
+        let number = |task: &mut Task, drafts| {
+            let mut next = seq.get();
+            let events = super::number_events(&mut next, task, drafts, now);
+            seq.set(next);
+            events
+        };
+        let classifications: Vec<String> = st.routes.keys().cloned().collect();
+        let claim = self.store.claim(&ClaimRequest {
             limit: free,
             now,
             owner: &self.config.owner,
             lease_ms: self.config.lease_ms,
+            classifications: &classifications,
             reserve: &reserve,
-        })?;
+            number: &number,
+        });
+        // Numbers handed out are used even if the claim failed half way.
+        st.seq = seq.get();
+        let ClaimBatch {
+            claimed,
+            dependency_failures,
+        } = claim?;
         let reserved = reserved.into_inner();
         if !dependency_failures.is_empty() {
             // Their own dependents are handed over by the next claim.
@@ -228,19 +270,12 @@ impl Shared {
         let mut events = Vec::with_capacity(claimed.len());
         let mut jobs = Vec::with_capacity(claimed.len());
         let mut unassigned = Vec::new();
-        for (
-            i,
-            Change {
-                task,
-                events: drafts,
-            },
-        ) in claimed.into_iter().enumerate()
-        {
+        for (i, Claimed { task, events: own }) in claimed.into_iter().enumerate() {
+            events.extend(own);
             let Some(&executor) = reserved.get(i).filter(|id| st.executors.contains_key(id)) else {
                 unassigned.push((TaskId::clone(&task.id), task.lease_token));
                 continue;
             };
-            events.extend(self.number(st, &task.id, drafts, now));
             let deadline = task
                 .timeout_ms
                 .map(|ms| now.saturating_add(ms.min(i64::MAX as u64) as Millis));
@@ -264,7 +299,6 @@ impl Shared {
             }
             jobs.push((executor, job_of(task)));
         }
-        self.store.append_events(&events)?;
         self.sink.deliver(events);
         for (id, token) in unassigned {
             // The store claimed more than was reserved (a store bug): give it back.

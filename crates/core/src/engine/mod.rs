@@ -86,6 +86,9 @@ pub(crate) struct State {
     deadlines: std::collections::BTreeSet<(Millis, u64, TaskId)>,
     /// Timed-out runs not returned yet.
     overdue: Vec<Overdue>,
+    /// With a shared store: tasks this engine pushed that it has not seen end yet (other
+    /// processes may run them). They count as active.
+    watching: rustc_hash::FxHashSet<TaskId>,
 }
 
 impl State {
@@ -127,17 +130,11 @@ impl Shared {
     fn number(
         &self,
         st: &mut State,
-        task_id: &TaskId,
+        task: &mut Task,
         drafts: Vec<EventDraft>,
         now: Millis,
     ) -> Vec<Event> {
-        drafts
-            .into_iter()
-            .map(|draft| {
-                st.seq += 1;
-                Event::from_draft(task_id, st.seq, now, draft)
-            })
-            .collect()
+        number_events(&mut st.seq, task, drafts, now)
     }
 
     /// Applies a transition to the stored task: persists the new record and its events
@@ -150,9 +147,12 @@ impl Shared {
         mut transition: impl FnMut(&Task) -> Result<Change, Refused>,
     ) -> Result<Result<TaskStatus, Refused>> {
         let mut number =
-            |task: &Task, drafts: Vec<EventDraft>| self.number(st, &task.id, drafts, now);
+            |task: &mut Task, drafts: Vec<EventDraft>| self.number(st, task, drafts, now);
         match self.store.apply(id, &mut transition, &mut number)? {
             Ok((status, events)) => {
+                if status.is_terminal() && !st.watching.is_empty() {
+                    st.watching.remove(id);
+                }
                 if !events.is_empty() {
                     self.sink.deliver(events);
                 }
@@ -332,10 +332,12 @@ impl Shared {
             .store
             .get(id)?
             .ok_or_else(|| EngineError::NotFound(id.to_owned()))?;
-        let Ok(change) = state::progress(&current, token, data) else {
+        let Ok(mut change) = state::progress(&current, token, data) else {
             return Ok(false);
         };
-        let events = self.number(&mut st, &current.id, change.events, now);
+        // The record is not rewritten: the engine's own sequence keeps the next event of
+        // the task after this one.
+        let events = self.number(&mut st, &mut change.task, change.events, now);
         self.store.append_events(&events)?;
         self.sink.deliver(events);
         Ok(true)
@@ -423,6 +425,30 @@ impl Shared {
     }
 }
 
+/// Numbers `drafts` as the next events of `task`: after the engine's sequence `seq` and after
+/// the task's own `last_seq` (another engine sharing the store may have written it), which
+/// both end at the last number given.
+pub(crate) fn number_events(
+    seq: &mut u64,
+    task: &mut Task,
+    drafts: Vec<EventDraft>,
+    now: Millis,
+) -> Vec<Event> {
+    if drafts.is_empty() {
+        return Vec::new();
+    }
+    *seq = (*seq).max(task.last_seq);
+    let events: Vec<Event> = drafts
+        .into_iter()
+        .map(|draft| {
+            *seq += 1;
+            Event::from_draft(&task.id, *seq, now, draft)
+        })
+        .collect();
+    task.last_seq = *seq;
+    events
+}
+
 /// A task engine: claims tasks from a [`Store`], hands them to executors, tracks leases,
 /// retries with backoff, and emits events to an [`EventSink`] in order.
 ///
@@ -499,12 +525,21 @@ impl Engine {
                     sleeping_until: None,
                     deadlines: Default::default(),
                     overdue: Vec::new(),
+                    watching: Default::default(),
                 }),
                 idle: Condvar::new(),
                 wake,
                 native,
             }
         });
+        if shared.store.is_shared() {
+            let weak = Arc::downgrade(&shared);
+            shared.store.subscribe(Arc::new(move || {
+                if let Some(shared) = weak.upgrade() {
+                    shared.wake();
+                }
+            }))?;
+        }
         let handle = dispatcher::spawn(Arc::clone(&shared), wake_rx)
             .map_err(|e| EngineError::Internal(format!("could not start the dispatcher: {e}")))?;
         Ok(Engine {
@@ -697,11 +732,15 @@ impl Engine {
         let mut events = Vec::with_capacity(specs.len());
         for spec in specs {
             let id: TaskId = uuid::Uuid::now_v7().to_string().into();
-            let change = state::create(spec, id, now);
-            events.extend(shared.number(&mut st, &change.task.id, change.events, now));
+            let mut change = state::create(spec, id, now);
+            events.extend(shared.number(&mut st, &mut change.task, change.events, now));
             tasks.push(change.task);
         }
         shared.store.insert(&tasks, &events)?;
+        if shared.store.is_shared() {
+            st.watching
+                .extend(tasks.iter().map(|t| TaskId::clone(&t.id)));
+        }
         shared.sink.deliver(events);
         shared.refill(&mut st);
         drop(st);
@@ -730,9 +769,14 @@ impl Engine {
     }
 
     /// Number of tasks that have not ended. Read under the engine lock, so a transition
-    /// is counted only once its events are queued for delivery.
+    /// is counted only once its events are queued for delivery. With a shared store, only
+    /// this engine's business counts: its runs, and the tasks it pushed that it has not
+    /// seen end (other processes' queues do not keep this one alive).
     pub fn active_count(&self) -> Result<usize> {
-        let _st = self.shared.state.lock();
+        let st = self.shared.state.lock();
+        if self.shared.store.is_shared() {
+            return Ok(st.running.len() + st.watching.len());
+        }
         self.shared.store.active_count()
     }
 

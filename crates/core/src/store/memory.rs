@@ -18,7 +18,9 @@ use std::collections::{BTreeSet, VecDeque};
 use parking_lot::Mutex;
 use rustc_hash::FxHashMap;
 
-use super::{ClaimBatch, ClaimRequest, DependencyFailure, Numbering, Retention, Store, Transition};
+use super::{
+    ClaimBatch, ClaimRequest, Claimed, DependencyFailure, Numbering, Retention, Store, Transition,
+};
 use crate::deps::{self, DepRef, DepState};
 use crate::error::{EngineError, Result};
 use crate::event::Event;
@@ -561,7 +563,7 @@ impl Store for MemoryStore {
         };
         change.task.version = entry.task.version + 1;
         let status = change.task.status;
-        let events = number(&change.task, change.events);
+        let events = number(&mut change.task, change.events);
         inner.store(seq, change.task, &events);
         Ok(Ok((status, events)))
     }
@@ -601,8 +603,12 @@ impl Store for MemoryStore {
                     },
                 )?;
             change.task.version += 1;
-            inner.store(seq, change.task.clone(), &[]);
-            claimed.push(change);
+            let events = (request.number)(&mut change.task, change.events);
+            inner.store(seq, change.task.clone(), &events);
+            claimed.push(Claimed {
+                task: change.task,
+                events,
+            });
         }
         let dependency_failures = std::mem::take(&mut inner.doomed);
         Ok(ClaimBatch {

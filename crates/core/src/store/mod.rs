@@ -18,8 +18,9 @@ use crate::state::{Change, Refused};
 /// [`crate::state`]).
 pub type Transition<'a> = &'a mut dyn FnMut(&Task) -> Result<Change, Refused>;
 
-/// Numbers the drafts of a change into events (the engine's sequence).
-pub type Numbering<'a> = &'a mut dyn FnMut(&Task, Vec<EventDraft>) -> Vec<Event>;
+/// Numbers the drafts of a change into events (the engine's sequence, after the task's
+/// `last_seq`), and sets the task's `last_seq`: call it on the record about to be written.
+pub type Numbering<'a> = &'a mut dyn FnMut(&mut Task, Vec<EventDraft>) -> Vec<Event>;
 
 /// What a claim asks the store for.
 pub struct ClaimRequest<'a> {
@@ -31,10 +32,26 @@ pub struct ClaimRequest<'a> {
     pub owner: &'a str,
     /// Lease length.
     pub lease_ms: u64,
+    /// The classifications some executor of the engine serves: a store may limit its scan
+    /// to them (`reserve` still decides).
+    pub classifications: &'a [String],
     /// Reserves an executor for one more task of a classification; `false` when none has
     /// room (then no more tasks of it are taken in this claim). Called once for each task
     /// the claim returns, just before taking it, in the order of the returned tasks.
     pub reserve: &'a dyn Fn(&str) -> bool,
+    /// Numbers the events of a claim (as [`Numbering`] does); the store persists them
+    /// with it, in the same write.
+    pub number: &'a dyn Fn(&mut Task, Vec<EventDraft>) -> Vec<Event>,
+}
+
+/// A task a claim leased, with the events of the claim (numbered and persisted with it).
+#[derive(Debug, Clone)]
+pub struct Claimed {
+    /// The record, now `running` under the claim's lease.
+    pub task: Task,
+    /// Its `running` status (unless a composite moves on to its next step) and a
+    /// composite's step progress event.
+    pub events: Vec<Event>,
 }
 
 /// How long ended tasks (and their events) are kept. `None`: forever (the default).
@@ -67,9 +84,8 @@ pub struct DependencyFailure {
 /// What a claim returns.
 #[derive(Debug, Default)]
 pub struct ClaimBatch {
-    /// The claims ([`crate::state::claim`] changes): the tasks, now leased (already stored
-    /// `running`), with the event drafts the engine numbers and appends.
-    pub claimed: Vec<Change>,
+    /// The tasks now leased (stored `running`) and their claim events (stored too).
+    pub claimed: Vec<Claimed>,
     /// Blocked tasks that can never run: the engine fails them.
     pub dependency_failures: Vec<DependencyFailure>,
 }
@@ -120,7 +136,7 @@ pub trait Store: Send + Sync {
             };
             change.task.version = current.version + 1;
             let status = change.task.status;
-            let events = number(&change.task, change.events);
+            let events = number(&mut change.task, change.events);
             if self.update(change.task, &events)? {
                 return Ok(Ok((status, events)));
             }
@@ -174,5 +190,18 @@ pub trait Store: Send + Sync {
     /// engine does not know).
     fn is_shared(&self) -> bool {
         false
+    }
+
+    /// Calls `wake` (from any thread) whenever another process changed something this
+    /// engine may act on: a task became runnable, a lock or a dependency was released, new
+    /// events were stored. Shared stores only; the default never calls it.
+    fn subscribe(&self, _wake: std::sync::Arc<dyn Fn() + Send + Sync>) -> Result<()> {
+        Ok(())
+    }
+
+    /// The events other engines stored since the last call, in the order they were
+    /// committed. Shared stores only; the default has none.
+    fn remote_events(&self) -> Result<Vec<Event>> {
+        Ok(Vec::new())
     }
 }

@@ -324,7 +324,7 @@ impl Store for SqliteStore {
             };
             change.task.version = old.version + 1;
             let status = change.task.status;
-            let events = number(&change.task, change.events);
+            let events = number(&mut change.task, change.events);
             rows::replace(tx, seq, &old, &change.task, &events)?;
             Ok(Ok((status, events)))
         })

@@ -11,8 +11,8 @@ use super::rows::{load_seq, replace};
 use super::{all, exec, one};
 use crate::error::{EngineError, Result};
 use crate::model::Millis;
-use crate::state::{self, Change};
-use crate::store::{ClaimBatch, ClaimRequest, DependencyFailure};
+use crate::state;
+use crate::store::{ClaimBatch, ClaimRequest, Claimed, DependencyFailure};
 
 /// Candidates a claim reads at a time from one classification's queue.
 const PAGE: usize = 64;
@@ -161,7 +161,7 @@ fn ready_classifications(tx: &Connection) -> Result<Vec<String>> {
 /// Takes tasks from the classifications' `ready` queues in runnable order, each
 /// classification as long as `reserve` finds room for it. A candidate whose lock is held
 /// is passed over (it keeps its place); the tasks behind it are still taken.
-fn claim_ready(tx: &Connection, request: &ClaimRequest<'_>) -> Result<Vec<Change>> {
+fn claim_ready(tx: &Connection, request: &ClaimRequest<'_>) -> Result<Vec<Claimed>> {
     let mut claimed = Vec::new();
     if request.limit == 0 {
         return Ok(claimed);
@@ -207,8 +207,12 @@ fn claim_ready(tx: &Connection, request: &ClaimRequest<'_>) -> Result<Vec<Change
         let mut change = state::claim(&old, request.owner, request.now, request.lease_ms)
             .map_err(|e| EngineError::Internal(format!("claim of ready task {}: {e}", old.id)))?;
         change.task.version = old.version + 1;
-        replace(tx, seq, &old, &change.task, &[])?;
-        claimed.push(change);
+        let events = (request.number)(&mut change.task, change.events);
+        replace(tx, seq, &old, &change.task, &events)?;
+        claimed.push(Claimed {
+            task: change.task,
+            events,
+        });
     }
     Ok(claimed)
 }
