@@ -36,6 +36,7 @@ static ENGINES: LazyLock<Mutex<HashMap<u32, Weak<Engine>>>> = LazyLock::new(Defa
 struct AdapterConfig {
     kind: String,
     path: Option<String>,
+    poll_ms: Option<u64>,
 }
 
 /// Opens the store the adapter config names (validated by `lib/`, checked again here).
@@ -93,6 +94,11 @@ fn engine_config(config: &Config, id: u32) -> EngineConfig {
                 completed_ms: r.completed_ms,
                 failed_ms: r.failed_ms,
             }),
+        poll_ms: config
+            .adapter
+            .as_ref()
+            .and_then(|a| a.poll_ms)
+            .unwrap_or(defaults.poll_ms),
     }
 }
 
