@@ -128,6 +128,8 @@ export const DEFAULTS = {
   gracefulShutdownMs: 10_000,
   logTailMax: 100,
   maxPayloadBytes: 16 * 1024 * 1024,
+  /** Schema of the `postgres` adapter. */
+  postgresSchema: 'decaf_tasks',
   maxAttempts: 1,
   priority: 0,
   /** Longest classification, lock key or dependency id, in UTF-8 bytes (as the engine). */

@@ -399,10 +399,18 @@ export class TaskService extends EventEmitter {
     return { task, tracker: new TaskTracker<O>(this, task, { history }) };
   }
 
-  /** Starts the service. The engine runs from construction; this resolves at once (durable stores will use it). */
+  /**
+   * Resolves once the service runs (the worker pool, if any, is up). The engine claims from
+   * construction on; on a durable store, this also keeps the process alive until the
+   * unfinished tasks found in the store are done (or `shutdown()`).
+   */
   async start(): Promise<void> {
     this.#assertOpen();
     await this.#whenReady();
+    // A durable store may hold work of an earlier process: the engine claims it as soon as
+    // its handlers are registered; keep the process alive until it is done (the drain that
+    // delivers the last terminal event releases this).
+    if (this.#call(() => this.#native.activeCount()) > 0) this.#keepAlive.acquire();
   }
 
   /**

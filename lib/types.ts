@@ -26,7 +26,14 @@ export type AdapterOptions =
    * An embedded SQLite database file (created if missing, WAL mode): tasks and events
    * survive a crash or restart of the process; a restarted service resumes them.
    */
-  | { kind: 'sqlite'; path: string };
+  | { kind: 'sqlite'; path: string }
+  /**
+   * A PostgreSQL schema shared by every service that names it, on any machine: one queue,
+   * several processes. `schema` defaults to `'decaf_tasks'`; it is created and migrated by
+   * the service. `pollMs` (default 2000) bounds how long an idle service goes without
+   * looking at the queue should a LISTEN/NOTIFY wake-up be lost.
+   */
+  | { kind: 'postgres'; url: string; schema?: string; pollMs?: number };
 
 /** `resourceLimits` of each worker thread (see Node's `worker_threads.ResourceLimits`). */
 export interface ResourceLimits {

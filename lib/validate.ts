@@ -348,9 +348,37 @@ function validateAdapter(value: unknown): AdapterOptions {
       // Absolute, so that every thread and a restarted process open the same file.
       return { kind, path: nodePath.resolve(file) };
     }
+    case 'postgres': {
+      checkKeys(
+        adapter,
+        'options.adapter',
+        ['kind', 'url', 'schema', 'pollMs'],
+        'a postgres adapter option',
+      );
+      const url = nonEmptyString(adapter.url, 'options.adapter.url');
+      if (!/^postgres(ql)?:\/\//.test(url)) {
+        throw rangeError(
+          `options.adapter.url must be a postgres:// or postgresql:// URL (got '${url.slice(0, 40)}')`,
+        );
+      }
+      const schema =
+        adapter.schema === undefined
+          ? DEFAULTS.postgresSchema
+          : nonEmptyString(adapter.schema, 'options.adapter.schema');
+      if (!/^[a-z_][a-z0-9_]{0,62}$/.test(schema)) {
+        throw rangeError(
+          `options.adapter.schema must be a lower-case SQL identifier: a-z, 0-9 and _, not starting with a digit, at most 63 characters (got '${schema}')`,
+        );
+      }
+      const out: AdapterOptions = { kind, url, schema };
+      if (adapter.pollMs !== undefined) {
+        out.pollMs = integer(adapter.pollMs, 'options.adapter.pollMs', POSITIVE);
+      }
+      return out;
+    }
     default:
       throw new TaskValidationError(
-        `options.adapter.kind '${kind}' is not available: use 'memory' or 'sqlite'`,
+        `options.adapter.kind '${kind}' is not available: use 'memory', 'sqlite' or 'postgres'`,
       );
   }
 }

@@ -1,7 +1,8 @@
 /**
  * decaf-tasks demo: a few thousand mixed tasks on one in-memory TaskService.
  *
- *   npm run demo [-- --tasks 3000 --concurrency 64 --timeout 60 --seed 42]
+ *   npm run demo [-- --tasks 3000 --concurrency 64 --timeout 60 --seed 42
+ *                    --store memory | sqlite:PATH | postgres:URL[#schema]]
  *
  * Mix: inline JS handlers (sync and async, logging and reporting progress), native CPU-bound
  * handlers, retried tasks (JS and native) that eventually succeed, tasks that fail for good,
@@ -24,18 +25,35 @@ const { values: args } = parseArgs({
     concurrency: { type: 'string', default: '64' },
     timeout: { type: 'string', default: '60' },
     seed: { type: 'string', default: '42' },
+    store: { type: 'string', default: 'memory' },
     help: { type: 'boolean', short: 'h', default: false },
   },
 });
 if (args.help) {
-  console.log('usage: node scripts/demo.js [--tasks N] [--concurrency N] [--timeout s] [--seed N]');
+  console.log(
+    'usage: node scripts/demo.js [--tasks N] [--concurrency N] [--timeout s] [--seed N] ' +
+      '[--store memory | sqlite:PATH | postgres:URL[#schema]]',
+  );
   process.exit(0);
 }
 const TOTAL = positiveInt(args.tasks, '--tasks');
 const CONCURRENCY = positiveInt(args.concurrency, '--concurrency');
 const TIMEOUT_MS = positiveInt(args.timeout, '--timeout') * 1000;
+const ADAPTER = adapterOf(args.store);
 if (TOTAL < 100) {
   console.error('--tasks must be at least 100');
+  process.exit(2);
+}
+
+/** `--store`: `memory`, `sqlite:PATH` or `postgres:URL[#schema]`. */
+function adapterOf(store) {
+  if (store === 'memory') return { kind: 'memory' };
+  if (store.startsWith('sqlite:')) return { kind: 'sqlite', path: store.slice('sqlite:'.length) };
+  if (store.startsWith('postgres:')) {
+    const [url, schema] = store.slice('postgres:'.length).split('#');
+    return schema ? { kind: 'postgres', url, schema } : { kind: 'postgres', url };
+  }
+  console.error(`--store must be memory, sqlite:PATH or postgres:URL[#schema] (got ${store})`);
   process.exit(2);
 }
 
@@ -208,7 +226,7 @@ function applyStatus(rec, evt) {
 // ---------------------------------------------------------------------------------------
 // The service and its handlers.
 
-const service = new TaskService({ concurrency: CONCURRENCY });
+const service = new TaskService({ concurrency: CONCURRENCY, adapter: ADAPTER });
 
 service.on('event', (evt) => {
   eventCounts[evt.classification]++;
@@ -470,7 +488,8 @@ async function main() {
   stopDisplay();
 
   // 4. Cross-check with the store before shutting down.
-  const stored = await service.list();
+  // A durable store may hold tasks of earlier runs: only this run's count.
+  const stored = (await service.list()).filter((t) => tasks.has(t.id));
   const notTerminal = stored.filter((t) => !isTerminalStatus(t.status));
   const flakySample = [...tasks.values()].find(
     (r) => r.kind === 'js flaky (retried)' && r.retries === 1,
