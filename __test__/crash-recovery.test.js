@@ -4,6 +4,7 @@
 //
 // The child is fixtures/crash/worker.js (one life of a worker); it logs every run of its
 // handler and every accepted push to files, which the parent compares with the database.
+// DECAF_CRASH_SUMMARY=1 prints the numbers of the run (tasks, kills, re-runs) on stderr.
 
 const { spawn } = require('node:child_process');
 const fs = require('node:fs');
@@ -17,6 +18,8 @@ const WORKER = path.join(FIXTURES, 'crash', 'worker.js');
 
 const TOTAL = 4000;
 const BATCH = 100;
+// Spreads the first life's pushes over a few hundred ms: the first kill may cut them short.
+const PAUSE_MS = 10;
 const EXTRA_PER_RESTART = 50;
 const KILLS = 4;
 const CONCURRENCY = 4;
@@ -64,6 +67,7 @@ function workerConfig(mode, extra = {}) {
     mode,
     total: TOTAL,
     batch: BATCH,
+    pauseMs: PAUSE_MS,
     extra: EXTRA_PER_RESTART,
     leaseMs: LEASE_MS,
     concurrency: CONCURRENCY,
@@ -136,12 +140,14 @@ function openReader() {
 }
 
 describe('crash recovery on the SQLite store (child processes killed with SIGKILL)', () => {
-  test(`${TOTAL}+ tasks, ${KILLS} SIGKILLs, concurrency ${CONCURRENCY}: no accepted task is lost, only in-flight runs are made again`, async () => {
+  test(`up to ${TOTAL} + ${(KILLS - 1) * EXTRA_PER_RESTART} tasks, ${KILLS} SIGKILLs, concurrency ${CONCURRENCY}: no accepted task is lost, only in-flight runs are made again`, async () => {
     const delays = [];
+    const acceptedAtKill = [];
     for (let kill = 0; kill < KILLS; kill++) {
       const afterMs = 200 + Math.floor(Math.random() * 600);
       delays.push(afterMs);
       await killedLife(kill === 0 ? 'push' : 'resume', afterMs);
+      acceptedAtKill.push(readLines(files().acceptedLog).length);
     }
 
     const final = await runNode(WORKER, {
@@ -163,8 +169,8 @@ describe('crash recovery on the SQLite store (child processes killed with SIGKIL
     try {
       const stored = await reader.list();
       const byId = new Map(stored.map((t) => [t.id, t]));
-      // The first life was killed while it pushed, or later: at least one batch is accepted.
-      expect(accepted.length).toBeGreaterThanOrEqual(BATCH);
+      // Every life pushes (the restarted ones a few more): something was accepted.
+      expect(accepted.length).toBeGreaterThan(0);
 
       // None lost: every accepted task is stored, succeeded, with its output.
       const lost = accepted.filter((id) => !byId.has(id));
@@ -192,6 +198,7 @@ describe('crash recovery on the SQLite store (child processes killed with SIGKIL
             accepted: accepted.length,
             kills: KILLS,
             killDelaysMs: delays,
+            acceptedAtKill,
             runs: [...runs.values()].reduce((a, b) => a + b, 0),
             tasksRunTwiceOrMore: rerun.length,
             tasksWithExpiredLease: recovered.length,
@@ -236,27 +243,11 @@ describe('crash recovery on the SQLite store (child processes killed with SIGKIL
     }
   }, 120000);
 
-  test('a restarted process whose store holds unfinished tasks stays alive until they ended', async () => {
-    // Unfinished tasks in the file: pushed, then released by a shutdown before they ran.
-    const gate = deferred();
-    const seeder = new TaskService({
-      adapter: { kind: 'sqlite', path: files().db },
-      concurrency: 1,
-    });
-    const started = deferred();
-    seeder.register('crash:work', async () => {
-      started.resolve();
-      await gate.promise;
-      return 'seeder';
-    });
-    const tasks = await seeder.pushMany(
-      Array.from({ length: 20 }, (_, n) => ({ classification: 'crash:work', input: { n } })),
-    );
-    await withDeadline(started.promise, 5000, 'the seeder started a run');
-    await seeder.shutdown({ timeoutMs: 0 });
-    gate.resolve();
+  test('a restarted process that awaits start() stays alive until the unfinished tasks of its store ended', async () => {
+    const tasks = await seedUnfinished(20);
 
-    // The child registers its handler and does nothing else (no push, no timer).
+    // The child registers its handler, awaits start() and does nothing else (no push, no
+    // timer, no shutdown).
     const result = await runNode(WORKER, { args: [workerConfig('idle')], timeoutMs: 20000 });
     expect({ timedOut: result.timedOut, code: result.code, stderr: result.stderr }).toEqual({
       timedOut: false,
@@ -273,4 +264,62 @@ describe('crash recovery on the SQLite store (child processes killed with SIGKIL
       await reader.shutdown();
     }
   });
+
+  test('a process that exits without start() fails none of the stored tasks it never ran', async () => {
+    const tasks = await seedUnfinished(20);
+
+    // Registers its handler, waits until the engine claimed stored tasks, and returns
+    // without start(): nothing keeps the process alive, it exits.
+    const result = await runNode(WORKER, {
+      args: [workerConfig('register-only')],
+      timeoutMs: 20000,
+    });
+    expect({ timedOut: result.timedOut, code: result.code, stderr: result.stderr }).toEqual({
+      timedOut: false,
+      code: 0,
+      stderr: '',
+    });
+
+    const ran = new Set(readLines(files().runsLog));
+    const reader = openReader();
+    try {
+      const stored = await Promise.all(tasks.map((t) => reader.read(t.id)));
+      // A task whose handler never ran was not cut short: it must still be resumable, not
+      // failed for good (maxAttempts is 1) with an attempt it never made.
+      const spoiled = stored
+        .filter((t) => !ran.has(t.id) && t.status !== 'pending')
+        .map((t) => ({ status: t.status, attempt: t.attempt, code: t.error?.code }));
+      expect(spoiled).toEqual([]);
+    } finally {
+      await reader.shutdown();
+    }
+  });
 });
+
+/**
+ * Stores `n` unfinished tasks of 'crash:work' (maxAttempts 1) in the test's database, none
+ * run: pushed on a service whose one slot is held, then released by its shutdown.
+ */
+async function seedUnfinished(n) {
+  const gate = deferred();
+  const started = deferred();
+  const seeder = new TaskService({ adapter: { kind: 'sqlite', path: files().db }, concurrency: 1 });
+  seeder.register('crash:work', async () => {
+    started.resolve();
+    await gate.promise;
+    return 'seeder';
+  });
+  try {
+    const tasks = await seeder.pushMany(
+      Array.from({ length: n }, (_, i) => ({ classification: 'crash:work', input: { i } })),
+    );
+    await withDeadline(started.promise, 5000, 'the seeder started a run');
+    await seeder.shutdown({ timeoutMs: 0 });
+    const stored = await Promise.all(tasks.map(async (t) => (await seeder.read(t.id)).status));
+    expect(stored).toEqual(tasks.map(() => 'pending'));
+    return tasks;
+  } finally {
+    gate.resolve();
+    await seeder.shutdown();
+  }
+}

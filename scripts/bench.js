@@ -28,8 +28,32 @@
  *    reads ≈ 1.1 ms: the 1 ms timer period is included).
  * Each case is warmed up on its own service / pool first. `--only` picks cases among
  * inline, native, pool, piscina, offload (the ratios need piscina too).
+ *
+ * Durable stores (not run by default: `npm run bench:stores`, or `--only sqlite,postgres,graphile`;
+ * sizes `--store-n`, `--store-latency-n`, every service at `--store-concurrency`):
+ * 8. sqlite: inline JS and native no-op throughput as in 1 and 2, on a fresh SQLite file in a
+ *    temp dir (removed afterwards); latency one task at a time.
+ * 9. postgres (server: env DECAF_PG_URL, default postgres://postgres@127.0.0.1:5432/test; each
+ *    run on its own schema `decaf_bench_<pid>_<random>`, dropped afterwards):
+ *    - one process: the inline JS no-op as in 1;
+ *    - two processes: two children (scripts/bench/pg-worker.js) open a service on the same
+ *      schema with the handlers; this process is a pure producer (no handler): it pushes and
+ *      counts the terminal status events it receives from the children;
+ *    - latency, one task at a time (`bench:stamp`, whose handler returns the wall-clock time
+ *      its run started, `performance.timeOrigin + performance.now()`: processes of one machine
+ *      agree to ~20 µs): push → start (in the process that ran it) and push → terminal status
+ *      event received by the pusher.
+ * 10. graphile: graphile-worker on the same server, its own schema, in this process (`run()`,
+ *    `concurrency` = --store-concurrency, `maxPoolSize` max(10, concurrency + 2)), jobs queued
+ *    with its bulk `addJobs` (WorkerUtils) in chunks, no-op task; done once the N-th
+ *    `job:complete` event fired and its jobs table is empty (its completions are committed
+ *    after that event). Two configurations: its defaults, and the batching of its performance
+ *    page (`localQueue: { size: 500 }`, `completeJobBatchDelay: 0`, `failJobBatchDelay: 0`).
+ *    Latency: `addJob` one at a time, push → start of the task function, push → `job:complete`.
+ *    Ratios decaf postgres / graphile-worker (each configuration) in the same run.
  */
 
+const { fork } = require('node:child_process');
 const fs = require('node:fs');
 const os = require('node:os');
 const path = require('node:path');
@@ -40,6 +64,7 @@ const vm = require('node:vm');
 const { Piscina } = require('piscina');
 const { TaskService } = require('..');
 const { percentiles, fmt, fmtMs, positiveInt, table } = require('./lib/stats');
+const stores = require('./bench/stores');
 
 const { values: args } = parseArgs({
   options: {
@@ -52,6 +77,9 @@ const { values: args } = parseArgs({
     'offload-n': { type: 'string', default: '200' },
     'offload-ms': { type: 'string', default: '10' },
     'case-timeout': { type: 'string', default: '300' },
+    'store-n': { type: 'string', default: '10000' },
+    'store-latency-n': { type: 'string', default: '300' },
+    'store-concurrency': { type: 'string', default: '24' },
     only: { type: 'string', default: 'inline,native,pool,piscina,offload' },
     json: { type: 'boolean', default: false },
     out: { type: 'string' },
@@ -62,7 +90,8 @@ if (args.help) {
   console.log(
     'usage: node scripts/bench.js [--n N] [--chunk N] [--concurrency N] [--window N] ' +
       '[--latency-n N] [--per-worker N] [--offload-n N] [--offload-ms ms] [--case-timeout s] ' +
-      '[--only inline,native,pool,piscina,offload] [--json] [--out file.json]',
+      '[--store-n N] [--store-latency-n N] [--store-concurrency N] ' +
+      '[--only inline,native,pool,piscina,offload,sqlite,postgres,graphile] [--json] [--out file.json]',
   );
   process.exit(0);
 }
@@ -84,7 +113,25 @@ const OFFLOAD_N = positiveInt(args['offload-n'], '--offload-n');
 const OFFLOAD_MS = positiveInt(args['offload-ms'], '--offload-ms');
 const OFFLOAD_WARMUP_N = Math.min(OFFLOAD_N, 4 * POOL_SIZE);
 const POOL_HANDLERS = path.join(__dirname, 'bench', 'pool-handlers.js');
-const ALL_CASES = ['inline', 'native', 'pool', 'piscina', 'offload'];
+const STORE_N = positiveInt(args['store-n'], '--store-n');
+const STORE_LATENCY_N = positiveInt(args['store-latency-n'], '--store-latency-n');
+/** `concurrency` of every service of the store cases, and graphile-worker's. */
+const STORE_CONCURRENCY = positiveInt(args['store-concurrency'], '--store-concurrency');
+const STORE_WARMUP_N = Math.min(STORE_N, Math.max(100, Math.round(STORE_N / 10)));
+const STORE_LATENCY_WARMUP_N = Math.min(50, STORE_LATENCY_N);
+/** Worker processes of the two-process postgres case. */
+const PG_PROCESSES = 2;
+const PG_WORKER = path.join(__dirname, 'bench', 'pg-worker.js');
+const ALL_CASES = [
+  'inline',
+  'native',
+  'pool',
+  'piscina',
+  'offload',
+  'sqlite',
+  'postgres',
+  'graphile',
+];
 const CASES = new Set(args.only.split(',').map((c) => c.trim()));
 for (const c of CASES) {
   if (!ALL_CASES.includes(c)) {
@@ -388,6 +435,558 @@ async function piscinaCase() {
   }
 }
 
+// ---------------------------------------------------------------------------------------
+// Durable stores: SQLite, PostgreSQL (one and two processes), graphile-worker.
+
+const { wallNow } = stores;
+
+/** Schemas and child processes of the store cases not yet cleaned up (for SIGINT too). */
+const pending = { schemas: new Set(), children: new Set() };
+
+/** Runs a clean-up step; logs (does not throw) a failure; bounded to 30 s. */
+async function cleanUp(what, fn) {
+  let timer;
+  try {
+    await Promise.race([
+      fn(),
+      new Promise((_, reject) => {
+        timer = setTimeout(() => reject(new Error('timed out after 30 s')), 30_000);
+      }),
+    ]);
+  } catch (err) {
+    log(`clean-up: ${what} failed: ${err?.message ?? err}`);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+async function dropSchema(schema) {
+  await cleanUp(`DROP SCHEMA ${schema}`, () => stores.dropSchema(schema));
+  pending.schemas.delete(schema);
+}
+
+/** A schema of this run, dropped by the case (or on SIGINT / SIGTERM). */
+function newSchema(prefix) {
+  const schema = stores.uniqueSchema(prefix);
+  pending.schemas.add(schema);
+  return schema;
+}
+
+/** Ctrl-C during a store case: kill the children, drop the schemas, then exit. */
+function cleanUpOnSignals() {
+  for (const signal of ['SIGINT', 'SIGTERM']) {
+    process.once(signal, () => {
+      log(`${signal}: cleaning up…`);
+      for (const child of pending.children) child.kill('SIGKILL');
+      Promise.all([...pending.schemas].map(dropSchema)).finally(() => process.exit(130));
+    });
+  }
+}
+
+/**
+ * Latency on a store, one task at a time. push → end: from just before `push()` until this
+ * service received the task's terminal status event. push → start (`bench:stamp` tasks only):
+ * the wall-clock time its run started (its output `t`, taken by whichever process ran it)
+ * minus the wall-clock time just before `push()`.
+ */
+async function storeLatency(service, spec, n) {
+  const start = [];
+  const end = new Array(n);
+  let waitingFor;
+  let resolveOne;
+  /** A terminal event that arrived before `push()` resolved. */
+  let early;
+  const onStatus = (evt) => {
+    if (!TERMINAL.has(evt.payload.status)) return;
+    const seen = { evt, at: wallNow() };
+    if (evt.taskId === waitingFor) resolveOne(seen);
+    else early = seen;
+  };
+  service.on('status', onStatus);
+  try {
+    for (let i = 0; i < n; i++) {
+      const startAt = wallNow();
+      const task = await service.push(spec);
+      const seen =
+        early?.evt.taskId === task.id
+          ? early
+          : await new Promise((resolve) => {
+              waitingFor = task.id;
+              resolveOne = resolve;
+            });
+      waitingFor = undefined;
+      early = undefined;
+      const { status, output, error } = seen.evt.payload;
+      if (status !== 'succeeded') throw new Error(`task ${task.id} ${status}: ${error?.message}`);
+      end[i] = seen.at - startAt;
+      if (typeof output?.t === 'number') start.push(output.t - startAt);
+    }
+  } finally {
+    service.off('status', onStatus);
+  }
+  return {
+    start: start.length > 0 ? percentiles(start, [50, 90, 99]) : null,
+    end: percentiles(end, [50, 90, 99]),
+  };
+}
+
+/** Registers the store cases' handlers: `bench:noop` and `bench:stamp` (see storeLatency). */
+function registerStoreHandlers(service) {
+  service.register('bench:noop', () => null);
+  service.register('bench:stamp', () => ({ t: wallNow() }));
+}
+
+/**
+ * Throughput and latency of one service on a durable store: warm-up, `engineThroughput` of
+ * STORE_N tasks of `spec`, then `storeLatency` of `latencySpec`.
+ */
+async function storeEngineCase(label, adapter, spec, latencySpec) {
+  gc();
+  const service = newService({ concurrency: STORE_CONCURRENCY, adapter });
+  registerStoreHandlers(service);
+  try {
+    await startService(label, service);
+    return await measureStore(label, service, spec, latencySpec);
+  } finally {
+    await cleanUp(`${label} shutdown`, () => service.shutdown());
+  }
+}
+
+async function measureStore(label, service, spec, latencySpec) {
+  log(`${label}: warm-up (${fmt(STORE_WARMUP_N)} tasks, ${STORE_LATENCY_WARMUP_N} sequential)…`);
+  await withTimeout(engineThroughput(service, spec, STORE_WARMUP_N), `${label} warm-up`);
+  await withTimeout(storeLatency(service, latencySpec, STORE_LATENCY_WARMUP_N), `${label} warm-up`);
+  gc();
+  log(`${label}: ${fmt(STORE_N)} tasks…`);
+  const throughput = await withTimeout(engineThroughput(service, spec, STORE_N), label);
+  log(`${label}: latency, ${fmt(STORE_LATENCY_N)} tasks one at a time…`);
+  const latency = await withTimeout(
+    storeLatency(service, latencySpec, STORE_LATENCY_N),
+    `${label} latency`,
+  );
+  return { throughput, latency };
+}
+
+async function sqliteCases() {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'decaf-bench-sqlite-'));
+  const adapter = (name) => ({ kind: 'sqlite', path: path.join(dir, `${name}.db`) });
+  try {
+    const inline = await storeEngineCase(
+      'sqlite, inline JS no-op',
+      adapter('inline'),
+      { classification: 'bench:noop' },
+      { classification: 'bench:stamp' },
+    );
+    const native = await storeEngineCase(
+      'sqlite, native no-op',
+      adapter('native'),
+      { classification: 'native:noop' },
+      { classification: 'native:noop' },
+    );
+    return { inline, native };
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+/**
+ * Why the postgres cases cannot run here (a string), or undefined: the server must answer
+ * and the addon must accept a postgres adapter.
+ */
+async function postgresUnavailable() {
+  try {
+    await stores.serverVersion();
+  } catch (err) {
+    return `PostgreSQL at ${stores.PG_URL} unreachable: ${err?.message ?? err}`;
+  }
+  const schema = newSchema('decaf_bench_probe');
+  try {
+    const service = new TaskService({ adapter: { kind: 'postgres', url: stores.PG_URL, schema } });
+    await service.shutdown();
+    return undefined;
+  } catch (err) {
+    return `the addon refuses a postgres adapter: ${err?.message ?? err}`;
+  } finally {
+    await dropSchema(schema);
+  }
+}
+
+/** Forks a pg-worker child on `schema`; resolves once its service runs. */
+function forkPgWorker(schema) {
+  const child = fork(PG_WORKER, [stores.PG_URL, schema, String(STORE_CONCURRENCY)], {
+    stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+  });
+  pending.children.add(child);
+  child.once('exit', () => pending.children.delete(child));
+  const ready = new Promise((resolve, reject) => {
+    const onMessage = (message) => {
+      if (message?.type === 'ready') {
+        child.off('message', onMessage);
+        resolve();
+      } else if (message?.type === 'error') {
+        reject(new Error(`pg-worker ${child.pid}: ${message.message}`));
+      }
+    };
+    child.on('message', onMessage);
+    child.once('exit', (code, signal) =>
+      reject(new Error(`pg-worker ${child.pid} exited (${signal ?? code}) before it was ready`)),
+    );
+  });
+  // Errors reported later (a failing handler, a lost connection): logged.
+  child.on('message', (message) => {
+    if (message?.type === 'error') log(`pg-worker ${child.pid}: ${message.message}`);
+  });
+  return { child, ready };
+}
+
+/** Asks a child to shut down: resolves with its run count (null if it had to be killed). */
+function stopPgWorker(child) {
+  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve(null);
+  return new Promise((resolve) => {
+    let runs = null;
+    const timer = setTimeout(() => child.kill('SIGKILL'), 15_000);
+    child.on('message', (message) => {
+      if (message?.type === 'stopped') runs = message.runs;
+    });
+    child.once('exit', () => {
+      clearTimeout(timer);
+      resolve(runs);
+    });
+    if (child.connected) child.send({ type: 'stop' });
+    else child.kill('SIGKILL');
+  });
+}
+
+async function postgresCases() {
+  const url = stores.PG_URL;
+  const noop = { classification: 'bench:noop' };
+  const stamp = { classification: 'bench:stamp' };
+  const out = {};
+
+  // One process: handlers and pushes in this process.
+  const schema1 = newSchema('decaf_bench');
+  try {
+    out.oneProcess = await storeEngineCase(
+      'postgres, 1 process',
+      { kind: 'postgres', url, schema: schema1 },
+      noop,
+      stamp,
+    );
+  } finally {
+    await dropSchema(schema1);
+  }
+
+  // Two worker processes; this one is a pure producer (no handler).
+  const label = `postgres, ${PG_PROCESSES} worker processes`;
+  const schema2 = newSchema('decaf_bench');
+  const children = [];
+  gc();
+  // Created first: it creates and migrates the schema before the children open it.
+  const producer = newService({
+    concurrency: STORE_CONCURRENCY,
+    adapter: { kind: 'postgres', url, schema: schema2 },
+  });
+  try {
+    await startService(`${label} producer`, producer);
+    for (let i = 0; i < PG_PROCESSES; i++) children.push(forkPgWorker(schema2));
+    await withTimeout(
+      Promise.all(children.map((c) => c.ready)),
+      `${label}: worker processes start`,
+    );
+    log(`${label}: workers ${children.map((c) => c.child.pid).join(', ')} ready`);
+    out.twoProcesses = await measureStore(label, producer, noop, stamp);
+  } finally {
+    const runs = await Promise.all(children.map(({ child }) => stopPgWorker(child)));
+    if (out.twoProcesses !== undefined) out.twoProcesses.runsPerProcess = runs;
+    await cleanUp(`${label} producer shutdown`, () => producer.shutdown());
+    await dropSchema(schema2);
+  }
+  return out;
+}
+
+/** The installed graphile-worker's version. */
+function graphileVersion() {
+  const file = path.join(path.dirname(require.resolve('graphile-worker')), '..', 'package.json');
+  return JSON.parse(fs.readFileSync(file, 'utf8')).version;
+}
+
+/** graphile-worker's configurations: its defaults, and the batching of its performance page. */
+const GRAPHILE_CONFIGS = {
+  graphile: { label: 'defaults', preset: undefined },
+  graphileBatched: {
+    label: 'localQueue 500, batched completion',
+    preset: {
+      worker: { localQueue: { size: 500 }, completeJobBatchDelay: 0, failJobBatchDelay: 0 },
+    },
+  },
+};
+
+/**
+ * A graphile-worker runner in this process on `schema` (migrated by `run()`), and WorkerUtils
+ * to queue jobs. Task `noop` does nothing; task `stamp` records the wall-clock time its run
+ * started, by job id. Its logger drops info and debug (it logs every completed job).
+ */
+async function openGraphile(schema, preset) {
+  const { Logger, makeWorkerUtils, run } = require('graphile-worker');
+  const logger = new Logger((scope) => (level, message) => {
+    if (level === 'error' || level === 'warning') {
+      log(`graphile-worker ${level}${scope.label ? ` (${scope.label})` : ''}: ${message}`);
+    }
+  });
+  const stamps = new Map();
+  const connection = {
+    connectionString: stores.PG_URL,
+    schema,
+    logger,
+  };
+  const runner = await run({
+    ...connection,
+    concurrency: STORE_CONCURRENCY,
+    maxPoolSize: Math.max(10, STORE_CONCURRENCY + 2),
+    noHandleSignals: true,
+    preset,
+    taskList: {
+      noop: async () => {},
+      stamp: async (_payload, helpers) => {
+        stamps.set(helpers.job.id, wallNow());
+      },
+    },
+  });
+  const utils = await makeWorkerUtils(connection);
+  return { runner, utils, stamps, schema };
+}
+
+/** True once graphile-worker's jobs table is empty (every completion committed). */
+async function graphileDrained(g) {
+  const { rows } = await g.utils.withPgClient((client) =>
+    client.query(`SELECT EXISTS (SELECT 1 FROM "${g.schema}"._private_jobs) AS busy`),
+  );
+  return !rows[0].busy;
+}
+
+/**
+ * graphile-worker throughput: `addJobs` in chunks of CHUNK, at most WINDOW jobs in flight
+ * (flow control on `job:complete`); done once the n-th `job:complete` fired and the jobs
+ * table is empty.
+ */
+async function graphileThroughput(g, n) {
+  const chunk = Array.from({ length: CHUNK }, () => ({ identifier: 'noop', payload: {} }));
+  let completed = 0;
+  let pushed = 0;
+  let wake;
+  let done;
+  let fail;
+  const finished = new Promise((resolve, reject) => {
+    done = resolve;
+    fail = reject;
+  });
+  // A failure while addJobs is awaited is raised by the next await of `finished`.
+  finished.catch(() => {});
+  const onComplete = ({ job, error }) => {
+    if (job.task_identifier !== 'noop') return;
+    if (error !== undefined && error !== null) {
+      fail(new Error(`graphile-worker job ${job.id} failed: ${error?.message ?? error}`));
+      return;
+    }
+    completed++;
+    if (completed === n) done();
+    else if (wake !== undefined && pushed - completed <= WINDOW - CHUNK) {
+      const w = wake;
+      wake = undefined;
+      w();
+    }
+  };
+  g.runner.events.on('job:complete', onComplete);
+  const startAt = performance.now();
+  try {
+    while (pushed < n) {
+      const size = Math.min(CHUNK, n - pushed);
+      await g.utils.addJobs(size === CHUNK ? chunk : chunk.slice(0, size));
+      pushed += size;
+      if (pushed < n && pushed - completed > WINDOW - CHUNK) {
+        await Promise.race([
+          finished,
+          new Promise((resolve) => {
+            wake = resolve;
+          }),
+        ]);
+      }
+    }
+    await finished;
+    // Its completions are committed after the event: wait until the last one is.
+    let drained = false;
+    while (!drained) drained = await graphileDrained(g);
+  } finally {
+    g.runner.events.off('job:complete', onComplete);
+  }
+  const seconds = (performance.now() - startAt) / 1000;
+  return { tasks: n, events: null, seconds, tasksPerSec: n / seconds, eventsPerSec: null };
+}
+
+/**
+ * graphile-worker latency, one job at a time: push → start of the task function, and
+ * push → its `job:complete` event (in this process, before the completion is committed).
+ */
+async function graphileLatency(g, n) {
+  const start = new Array(n);
+  const end = new Array(n);
+  const completions = new Map();
+  let waiting;
+  const onComplete = ({ job, error }) => {
+    const seen = { at: wallNow(), error };
+    completions.set(job.id, seen);
+    if (waiting?.id === job.id) waiting.resolve(seen);
+  };
+  g.runner.events.on('job:complete', onComplete);
+  try {
+    for (let i = 0; i < n; i++) {
+      const startAt = wallNow();
+      const job = await g.utils.addJob('stamp', {});
+      const seen =
+        completions.get(job.id) ??
+        (await new Promise((resolve) => {
+          waiting = { id: job.id, resolve };
+        }));
+      waiting = undefined;
+      completions.clear();
+      if (seen.error !== undefined && seen.error !== null) {
+        throw new Error(
+          `graphile-worker job ${job.id} failed: ${seen.error?.message ?? seen.error}`,
+        );
+      }
+      end[i] = seen.at - startAt;
+      start[i] = g.stamps.get(job.id) - startAt;
+      g.stamps.delete(job.id);
+    }
+  } finally {
+    g.runner.events.off('job:complete', onComplete);
+  }
+  return { start: percentiles(start, [50, 90, 99]), end: percentiles(end, [50, 90, 99]) };
+}
+
+async function graphileCase(key) {
+  const { label, preset } = GRAPHILE_CONFIGS[key];
+  const what = `graphile-worker (${label})`;
+  gc();
+  const schema = newSchema('graphile_bench');
+  let g;
+  try {
+    g = await withTimeout(openGraphile(schema, preset), `${what} start`);
+    log(`${what}: warm-up (${fmt(STORE_WARMUP_N)} jobs, ${STORE_LATENCY_WARMUP_N} sequential)…`);
+    await withTimeout(graphileThroughput(g, STORE_WARMUP_N), `${what} warm-up`);
+    await withTimeout(graphileLatency(g, STORE_LATENCY_WARMUP_N), `${what} warm-up`);
+    gc();
+    log(`${what}: ${fmt(STORE_N)} jobs…`);
+    const throughput = await withTimeout(graphileThroughput(g, STORE_N), what);
+    log(`${what}: latency, ${fmt(STORE_LATENCY_N)} jobs one at a time…`);
+    const latency = await withTimeout(graphileLatency(g, STORE_LATENCY_N), `${what} latency`);
+    return { throughput, latency, schema, config: preset?.worker ?? {} };
+  } finally {
+    if (g !== undefined) {
+      await cleanUp(`${what} stop`, () => g.runner.stop());
+      await cleanUp(`${what} utils release`, () => g.utils.release());
+    }
+    await dropSchema(schema);
+  }
+}
+
+/** A connection URL without its password. */
+function redactUrl(url) {
+  try {
+    const u = new URL(url);
+    if (u.password !== '') u.password = '***';
+    return u.toString();
+  } catch {
+    return '(invalid URL)';
+  }
+}
+
+/** Prints the store tables; adds the decaf postgres / graphile-worker ratios to `ratios`. */
+function reportStores(storeResults, storeInfo, ratios) {
+  const v = storeInfo.graphileVersion ?? '';
+  const names = {
+    sqliteInline: 'SQLite, inline JS no-op',
+    sqliteNative: 'SQLite, native no-op',
+    postgres: 'PostgreSQL, inline JS no-op, 1 process',
+    postgres2p: `PostgreSQL, ${PG_PROCESSES} worker processes + producer`,
+    graphile: `graphile-worker ${v} (${GRAPHILE_CONFIGS.graphile.label})`,
+    graphileBatched: `graphile-worker ${v} (${GRAPHILE_CONFIGS.graphileBatched.label})`,
+  };
+  const entries = Object.entries(storeResults);
+  console.log(
+    `\nDurable stores (${fmt(STORE_N)} no-op tasks after warm-up, concurrency ` +
+      `${STORE_CONCURRENCY} per service and for graphile-worker; events counted by the pusher):`,
+  );
+  console.log(
+    table(
+      ['case', 'tasks/s', 'events/s', 'events', 'seconds'],
+      entries.map(([key, { throughput: r }]) => [
+        names[key],
+        fmt(r.tasksPerSec),
+        r.eventsPerSec === null ? '-' : fmt(r.eventsPerSec),
+        r.events === null ? '-' : fmt(r.events),
+        r.seconds.toFixed(3),
+      ]),
+    ),
+  );
+  if (storeInfo.runsPerProcess !== undefined) {
+    console.log(
+      `${PG_PROCESSES} worker processes: runs per process ${storeInfo.runsPerProcess
+        .map((r) => (r === null ? '?' : fmt(r)))
+        .join(' / ')} (warm-up and latency tasks included)`,
+    );
+  }
+  if (storeInfo.postgresSkipped !== undefined) {
+    console.log(`postgres: skipped (${storeInfo.postgresSkipped})`);
+  }
+
+  const parts = [];
+  for (const ours of ['postgres', 'postgres2p']) {
+    for (const peer of ['graphile', 'graphileBatched']) {
+      if (storeResults[ours] === undefined || storeResults[peer] === undefined) continue;
+      const key = `${ours}Over${peer[0].toUpperCase()}${peer.slice(1)}`;
+      ratios[key] =
+        storeResults[ours].throughput.tasksPerSec / storeResults[peer].throughput.tasksPerSec;
+      parts.push(
+        `${ours === 'postgres' ? '1 process' : `${PG_PROCESSES} processes`} / ` +
+          `${GRAPHILE_CONFIGS[peer].label} = ${ratios[key].toFixed(2)}x`,
+      );
+    }
+  }
+  if (parts.length > 0) {
+    console.log(`Ratios decaf PostgreSQL / graphile-worker (tasks/s): ${parts.join(', ')}`);
+  } else if (CASES.has('postgres') !== CASES.has('graphile')) {
+    console.log('Ratios: need the postgres and graphile cases in the same run');
+  }
+
+  console.log(
+    `\nStore latency (${fmt(STORE_LATENCY_N)} tasks one at a time, ms): start = push → the ` +
+      'run began (in the process that ran it); end = push → the pusher received the terminal ' +
+      'status event (graphile-worker: job:complete, before its completion is committed)',
+  );
+  const ms = (p, key) => (p === null ? '-' : fmtMs(p[key]));
+  console.log(
+    table(
+      ['case', 'start p50', 'start p90', 'start p99', 'end p50', 'end p90', 'end p99'],
+      entries.map(([key, { latency: l }]) => [
+        names[key],
+        ms(l.start, 'p50'),
+        ms(l.start, 'p90'),
+        ms(l.start, 'p99'),
+        ms(l.end, 'p50'),
+        ms(l.end, 'p90'),
+        ms(l.end, 'p99'),
+      ]),
+    ),
+  );
+  const side = [];
+  for (const key of ['postgres', 'postgres2p', 'graphile', 'graphileBatched']) {
+    const start = storeResults[key]?.latency.start;
+    if (start !== undefined && start !== null) side.push(`${names[key]} ${fmtMs(start.p50)}`);
+  }
+  if (side.length > 1) console.log(`push → start p50 (ms): ${side.join('; ')}`);
+}
+
 function addonBuild() {
   const file = fs
     .readdirSync(path.join(__dirname, '..'))
@@ -493,6 +1092,66 @@ async function main() {
     checkBuilds('offload');
     offload.pool = await poolOffloadCase();
     offload.piscina = await piscinaOffloadCase();
+  }
+  // Durable stores: each group is caught, so that one failing does not lose the others.
+  const storeResults = {};
+  const storeInfo = { errors: {} };
+  const storeCase = async (key, run) => {
+    checkBuilds(key);
+    try {
+      await run();
+    } catch (err) {
+      log(`${key}: ${err?.stack ?? err}`);
+      storeInfo.errors[key] = String(err?.message ?? err);
+      process.exitCode = 1;
+    }
+  };
+  if (CASES.has('sqlite') || CASES.has('postgres') || CASES.has('graphile')) cleanUpOnSignals();
+  if (CASES.has('sqlite')) {
+    await storeCase('sqlite', async () => {
+      const r = await sqliteCases();
+      storeResults.sqliteInline = r.inline;
+      storeResults.sqliteNative = r.native;
+    });
+  }
+  if (CASES.has('postgres') || CASES.has('graphile')) {
+    storeInfo.pgUrl = redactUrl(stores.PG_URL);
+    try {
+      storeInfo.pgServerVersion = await stores.serverVersion();
+      console.log(`PostgreSQL ${storeInfo.pgServerVersion} at ${storeInfo.pgUrl}`);
+    } catch (err) {
+      storeInfo.pgUnavailable = `PostgreSQL at ${storeInfo.pgUrl} unreachable: ${err?.message ?? err}`;
+      console.log(`WARNING: ${storeInfo.pgUnavailable}: postgres and graphile cases skipped`);
+    }
+  }
+  if (CASES.has('postgres') && storeInfo.pgUnavailable === undefined) {
+    await storeCase('postgres', async () => {
+      const why = await postgresUnavailable();
+      if (why !== undefined) {
+        storeInfo.postgresSkipped = why;
+        console.log(`WARNING: postgres cases skipped: ${why}`);
+        return;
+      }
+      const r = await postgresCases();
+      storeResults.postgres = r.oneProcess;
+      storeResults.postgres2p = r.twoProcesses;
+      storeInfo.runsPerProcess = r.twoProcesses.runsPerProcess;
+    });
+  }
+  if (CASES.has('graphile') && storeInfo.pgUnavailable === undefined) {
+    storeInfo.graphileVersion = graphileVersion();
+    storeInfo.graphileConfigs = {};
+    for (const key of Object.keys(GRAPHILE_CONFIGS)) {
+      await storeCase(key, async () => {
+        const r = await graphileCase(key);
+        storeResults[key] = r;
+        storeInfo.graphileConfigs[key] = {
+          concurrency: STORE_CONCURRENCY,
+          maxPoolSize: Math.max(10, STORE_CONCURRENCY + 2),
+          ...r.config,
+        };
+      });
+    }
   }
   checkBuilds('end');
   env.buildsSeen = builds;
@@ -609,6 +1268,10 @@ async function main() {
     );
   }
 
+  if (Object.keys(storeResults).length > 0) {
+    reportStores(storeResults, storeInfo, ratios);
+  }
+
   const seen = Object.entries(builds).filter(([where]) => where !== 'start');
   if (seen.length > 0) {
     console.log(
@@ -634,10 +1297,30 @@ async function main() {
       offloadMs: OFFLOAD_MS,
       offloadWarmupN: OFFLOAD_WARMUP_N,
       cases: ALL_CASES.filter((c) => CASES.has(c)),
+      storeN: STORE_N,
+      storeLatencyN: STORE_LATENCY_N,
+      storeWarmupN: STORE_WARMUP_N,
+      storeConcurrency: STORE_CONCURRENCY,
+      pgProcesses: PG_PROCESSES,
     },
-    throughput: Object.fromEntries(Object.entries(results).map(([k, r]) => [k, r.throughput])),
+    throughput: Object.fromEntries(
+      [...Object.entries(results), ...Object.entries(storeResults)].map(([k, r]) => [
+        k,
+        r.throughput,
+      ]),
+    ),
     ratios,
-    latencyMs: Object.fromEntries(Object.entries(results).map(([k, r]) => [k, r.latency])),
+    latencyMs: Object.fromEntries([
+      ...Object.entries(results).map(([k, r]) => [k, r.latency]),
+      // Store cases: push → terminal status event received by the pusher (graphile-worker:
+      // push → job:complete).
+      ...Object.entries(storeResults).map(([k, r]) => [k, r.latency.end]),
+    ]),
+    // Store cases: push → start of the run (null where not measured: native handlers).
+    startLatencyMs: Object.fromEntries(
+      Object.entries(storeResults).map(([k, r]) => [k, r.latency.start]),
+    ),
+    stores: storeInfo,
     offload,
     targets,
   };

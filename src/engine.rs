@@ -265,9 +265,17 @@ impl NativeEngine {
         );
         self.executors.lock().insert(id, executor);
         let engine = Arc::downgrade(&self.engine);
-        env.add_env_cleanup_hook((engine, id), |(engine, id)| {
+        // The thread that owns the engine exiting is a clean end (the process exits): its
+        // runs are released, not failed. Any other thread (a pool worker) exiting with runs
+        // is a lost executor: they count a failed attempt.
+        let owner = self.sink.is_some();
+        env.add_env_cleanup_hook((engine, id, owner), |(engine, id, owner)| {
             if let Some(engine) = engine.upgrade() {
-                let _ = engine.remove_executor(id, "the thread of its executor exited");
+                let _ = if owner {
+                    engine.retire_executor(id)
+                } else {
+                    engine.remove_executor(id, "the thread of its executor exited")
+                };
             }
         })?;
         u32::try_from(id).map_err(|_| invalid("too many executors"))

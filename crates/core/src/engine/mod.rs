@@ -638,6 +638,20 @@ impl Engine {
     /// retried under `maxAttempts`. Its classifications stay known, so tasks pushed meanwhile
     /// wait for a replacement. Returns how many runs it had; removing twice does nothing.
     pub fn remove_executor(&self, executor: ExecutorId, reason: &str) -> Result<usize> {
+        self.drop_executor(executor, Some(reason))
+    }
+
+    /// Removes an executor that is going away cleanly with the engine's own thread (its
+    /// process exits): its runs are released back to `pending`, attempts unchanged (their
+    /// handlers may not even have started), and run again later (a durable store keeps
+    /// them for the next process). Returns how many runs it had.
+    pub fn retire_executor(&self, executor: ExecutorId) -> Result<usize> {
+        self.drop_executor(executor, None)
+    }
+
+    /// Removes `executor`; its runs fail with `lost` as reason (`E_EXECUTOR_LOST`), or are
+    /// released when `lost` is `None`.
+    fn drop_executor(&self, executor: ExecutorId, lost: Option<&str>) -> Result<usize> {
         if executor == NATIVE_EXECUTOR {
             return Err(EngineError::Invalid(
                 "the native executor cannot be removed".into(),
@@ -656,10 +670,17 @@ impl Engine {
         for (id, token) in &runs {
             shared.end_run(&mut st, id, Some(*token));
             let unit = fastrand::f64();
-            let error = crate::model::TaskError::new(reason).with_code("E_EXECUTOR_LOST");
-            let _ = shared.commit(&mut st, id, now, |task| {
-                state::fail(task, *token, error.clone(), now, unit)
-            })?;
+            let _ = match lost {
+                Some(reason) => {
+                    let error = crate::model::TaskError::new(reason).with_code("E_EXECUTOR_LOST");
+                    shared.commit(&mut st, id, now, |task| {
+                        state::fail(task, *token, error.clone(), now, unit)
+                    })?
+                }
+                None => {
+                    shared.commit(&mut st, id, now, |task| state::release(task, *token, now))?
+                }
+            };
         }
         shared.refill(&mut st);
         if !runs.is_empty() {
