@@ -24,19 +24,33 @@ pub(super) fn claim(
     written: &mut Written,
     request: &ClaimRequest<'_>,
 ) -> Result<ClaimBatch> {
-    // Due timers join the ready queues; they keep their status until claimed. Rows another
-    // transaction holds are left to it.
-    let promoted = db.exec(
-        "UPDATE task SET queue = 'ready' WHERE seq IN (
-             SELECT seq FROM task WHERE queue = 'timer' AND due_at <= $1
-             FOR UPDATE SKIP LOCKED)",
+    // Due timers join the ready queues; they keep their status until claimed (rows
+    // another transaction holds are left to it). The same statement reads the dependency
+    // failures (taking tasks makes none).
+    let rows = db.rows(
+        "WITH promoted AS (
+             UPDATE task SET queue = 'ready' WHERE seq IN (
+                 SELECT seq FROM task WHERE queue = 'timer' AND due_at <= $1
+                 FOR UPDATE SKIP LOCKED)
+             RETURNING 1)
+         SELECT (SELECT count(*) FROM promoted), f.task_id, f.depends_on, f.failed
+         FROM (SELECT 1) AS one
+         LEFT JOIN (SELECT d.task_id, d.depends_on, d.failed, d.failed_seq, t.seq
+                    FROM task_dependency d JOIN task t ON t.id = d.task_id
+                    WHERE d.failed_seq IS NOT NULL) AS f ON true
+         ORDER BY f.failed_seq, f.seq",
         &[&request.now],
     )?;
+    let promoted: i64 = match rows.first() {
+        Some(row) => db.get(row, 0)?,
+        None => 0,
+    };
     // Tasks became runnable: other engines may run some of them.
-    written.changed |= promoted > 0;
+    written.wakes |= promoted > 0;
+    let dependency_failures = dependency_failures(db, &rows)?;
     Ok(ClaimBatch {
         claimed: claim_ready(db, written, request)?,
-        dependency_failures: dependency_failures(db)?,
+        dependency_failures,
     })
 }
 
@@ -209,22 +223,18 @@ fn claim_ready(
 }
 
 /// Blocked tasks whose dependency ended without succeeding, in the order the dependencies
-/// ended, each task once (with the first of its dependencies that ended so). A task is
-/// handed over until an engine fails it.
-fn dependency_failures(db: &mut Db<'_, '_>) -> Result<Vec<DependencyFailure>> {
-    let rows = db.rows(
-        "SELECT d.task_id, d.depends_on, d.failed FROM task_dependency d
-         JOIN task t ON t.id = d.task_id
-         WHERE d.failed_seq IS NOT NULL
-         ORDER BY d.failed_seq, t.seq",
-        &[],
-    )?;
+/// ended, each task once (with the first of its dependencies that ended so), from `rows`
+/// of `(_, task_id, depends_on, failed)` (all NULL when there is none). A task is handed
+/// over until an engine fails it.
+fn dependency_failures(db: &mut Db<'_, '_>, rows: &[Row]) -> Result<Vec<DependencyFailure>> {
     let mut seen = HashSet::new();
     let mut failures = Vec::new();
-    for row in &rows {
-        let task_id: String = db.get(row, 0)?;
-        let dependency: String = db.get(row, 1)?;
-        let status: String = db.get(row, 2)?;
+    for row in rows {
+        let Some(task_id): Option<String> = db.get(row, 1)? else {
+            continue;
+        };
+        let dependency: String = db.get(row, 2)?;
+        let status: String = db.get(row, 3)?;
         if seen.insert(task_id.clone()) {
             failures.push(DependencyFailure {
                 task_id: task_id.into(),

@@ -54,11 +54,13 @@ pub(super) fn load(db: &mut Db<'_, '_>, id: &str, lock: Lock) -> Result<Option<(
 }
 
 /// What a write transaction did that the other processes should hear of: the events it
-/// stores (written in one statement at the end), and whether it changed anything.
+/// stores (written in one statement at the end), and whether it changed something they
+/// may act on (a task became runnable or ended, a lock was released, a dependency
+/// failed). A lease renewal is not such a change.
 #[derive(Debug, Default)]
 pub(super) struct Written {
     pub(super) events: Vec<Event>,
-    pub(super) changed: bool,
+    pub(super) wakes: bool,
 }
 
 impl Written {
@@ -67,7 +69,7 @@ impl Written {
     /// stored, `"<origin>::"` when only something else changed.
     pub(super) fn flush(&self, db: &mut Db<'_, '_>, channel: &str, origin: &str) -> Result<()> {
         if self.events.is_empty() {
-            if self.changed {
+            if self.wakes {
                 let payload = format!("{origin}::");
                 db.exec("SELECT pg_notify($1, $2)", &[&channel, &payload])?;
             }
@@ -137,7 +139,7 @@ pub(super) fn insert(
         )));
     }
     take_locks(db, task)?;
-    written.changed = true;
+    written.wakes = true;
     written.events.extend_from_slice(events);
     Ok(())
 }
@@ -154,22 +156,28 @@ pub(super) fn replace(
 ) -> Result<()> {
     let ends = task.status.is_terminal() && !old.status.is_terminal();
     let moved_on = task.current_step != old.current_step;
-    if ends {
-        db.exec(
-            "DELETE FROM task_dependency WHERE task_id = $1",
-            &[&&*task.id],
-        )?;
-    } else if !task.status.is_terminal() && !waits_for(old).eq(waits_for(task)) {
+    if !task.status.is_terminal() && !waits_for(old).eq(waits_for(task)) {
         link_dependencies(db, task, written)?;
     }
     let record = encode(task)?;
     let queue = queue_of(task, is_blocked(db, task)?).map(Queue::as_str);
     let c = columns(task);
-    db.exec(
-        "UPDATE task SET record = $2, queue = $3, status = $4, classification = $5,
-                         run_class = $6, priority = $7, due_at = $8, lock_key = $9,
-                         step_lock = $10, lease_expiry = $11, ended_at = $12, version = $13
-         WHERE seq = $1",
+    let (held, holds) = (held_locks(old), held_locks(task));
+    let release = held != holds && !held.is_empty();
+    let progress = ends || moved_on;
+    // One statement: an ending task stops waiting, a run's locks are released, the row
+    // is written, and the dependents to judge again are read.
+    let dependents = db.rows(
+        "WITH waited AS (DELETE FROM task_dependency WHERE $14 AND task_id = $15),
+              released AS (DELETE FROM task_lock WHERE $16 AND task_id = $15),
+              written AS (
+                  UPDATE task SET record = $2, queue = $3, status = $4, classification = $5,
+                                  run_class = $6, priority = $7, due_at = $8, lock_key = $9,
+                                  step_lock = $10, lease_expiry = $11, ended_at = $12,
+                                  version = $13
+                  WHERE seq = $1)
+         SELECT task_id, depends_on FROM task_dependency
+         WHERE $17 AND target = $15 ORDER BY task_id, depends_on",
         &[
             &seq,
             &record,
@@ -184,19 +192,25 @@ pub(super) fn replace(
             &c.lease_expiry,
             &c.ended_at,
             &c.version,
+            &ends,
+            &&*task.id,
+            &release,
+            &progress,
         ],
     )?;
-    let (held, holds) = (held_locks(old), held_locks(task));
     if held != holds {
-        if !held.is_empty() {
-            db.exec("DELETE FROM task_lock WHERE task_id = $1", &[&&*task.id])?;
-        }
         take_locks(db, task)?;
     }
-    if ends || moved_on {
-        progress_dependents(db, task, written)?;
+    if !dependents.is_empty() {
+        progress_dependents(db, task, &dependents, written)?;
     }
-    written.changed = true;
+    written.wakes |= ends
+        || moved_on
+        || held != holds
+        || old.status != task.status
+        || old.is_leased() != task.is_leased()
+        || old.due_at() != task.due_at()
+        || old.priority != task.priority;
     written.events.extend_from_slice(events);
     Ok(())
 }
@@ -253,7 +267,7 @@ fn link_dependencies(db: &mut Db<'_, '_>, task: &Task, written: &mut Written) ->
                 &failed,
             ],
         )?;
-        written.changed = true;
+        written.wakes |= failed.is_some();
     }
     Ok(())
 }
@@ -262,16 +276,17 @@ fn link_dependencies(db: &mut Db<'_, '_>, task: &Task, written: &mut Written) ->
 /// judged again. Met dependencies are dropped (a task with none left is queued); those
 /// that can no longer succeed are marked for the claims to hand over.
 ///
-/// Each dependent's row is locked before its dependencies are touched, in the order of
-/// their ids, as every transaction that changes a task locks its row first.
-fn progress_dependents(db: &mut Db<'_, '_>, target: &Task, written: &mut Written) -> Result<()> {
-    let rows = db.rows(
-        "SELECT task_id, depends_on FROM task_dependency WHERE target = $1
-         ORDER BY task_id, depends_on",
-        &[&&*target.id],
-    )?;
+/// `rows`: `(task_id, depends_on)` of the dependencies on `target`, by task id. Each
+/// dependent's row is locked before its dependencies are touched, in the order of their
+/// ids, as every transaction that changes a task locks its row first.
+fn progress_dependents(
+    db: &mut Db<'_, '_>,
+    target: &Task,
+    rows: &[postgres::Row],
+    written: &mut Written,
+) -> Result<()> {
     let mut waiting: Vec<(String, Vec<String>)> = Vec::new();
-    for row in &rows {
+    for row in rows {
         let task_id: String = db.get(row, 0)?;
         let dependency: String = db.get(row, 1)?;
         match waiting.last_mut() {
@@ -294,7 +309,7 @@ fn progress_dependents(db: &mut Db<'_, '_>, target: &Task, written: &mut Written
                          WHERE task_id = $1 AND depends_on = $2 AND failed IS NULL",
                         &[&task_id, &dependency, &status.as_str()],
                     )?;
-                    written.changed = true;
+                    written.wakes = true;
                 }
                 DepState::Met => {
                     met |= db.exec(
@@ -307,7 +322,7 @@ fn progress_dependents(db: &mut Db<'_, '_>, target: &Task, written: &mut Written
         if met && !is_blocked(db, &task)? {
             let queue = queue_of(&task, false).map(Queue::as_str);
             db.exec("UPDATE task SET queue = $2 WHERE seq = $1", &[&seq, &queue])?;
-            written.changed = true;
+            written.wakes = true;
         }
     }
     Ok(())
