@@ -31,11 +31,12 @@ mod queue;
 mod rows;
 mod schema;
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use parking_lot::Mutex;
 
-use super::{ClaimBatch, ClaimRequest, Numbering, Retention, Store, Transition};
+use super::{ClaimBatch, ClaimRequest, Claimed, Numbering, Retention, Store, Transition};
 use crate::deps::DepRef;
 use crate::error::{EngineError, Result};
 use crate::event::Event;
@@ -248,6 +249,54 @@ impl<'a> Read<'a> {
     }
 }
 
+/// Puts before the events of each claimed task its events of other processes that
+/// [`Store::remote_events`] has not returned yet (the notification may not even have
+/// arrived): the engine delivers them first, so that its sink hears of a task pushed
+/// elsewhere before it hears that it runs. Returns their ids.
+fn history(
+    db: &mut Db<'_, '_>,
+    feed: &Feed,
+    origin: &str,
+    claimed: &mut [Claimed],
+) -> Result<Vec<i64>> {
+    let (last_id, unread) = feed.unread();
+    let floor = unread.iter().map(|r| r.first - 1).fold(last_id, i64::min);
+    let ids: Vec<&str> = claimed.iter().map(|c| &*c.task.id).collect();
+    let rows = db.rows(
+        "SELECT id, origin, task_id, event FROM task_event
+         WHERE task_id = ANY($1) AND origin <> $2 AND id > $3 ORDER BY id",
+        &[&ids, &origin, &floor],
+    )?;
+    let mut early: Vec<(String, Event)> = Vec::new();
+    let mut returned = Vec::new();
+    for row in &rows {
+        let id: i64 = db.get(row, 0)?;
+        let from: String = db.get(row, 1)?;
+        let unheard = id > last_id
+            || unread
+                .iter()
+                .any(|r| r.origin == from && (r.first..=r.last).contains(&id));
+        if !unheard || feed.was_returned(id) {
+            continue;
+        }
+        let text: String = db.get(row, 3)?;
+        early.push((db.get(row, 2)?, decode_event(&text)?));
+        returned.push(id);
+    }
+    for claim in claimed.iter_mut() {
+        let mut before: Vec<Event> = early
+            .iter()
+            .filter(|(task, _)| *task == *claim.task.id)
+            .map(|(_, event)| event.clone())
+            .collect();
+        if !before.is_empty() {
+            before.append(&mut claim.events);
+            claim.events = before;
+        }
+    }
+    Ok(returned)
+}
+
 impl Drop for PostgresStore {
     fn drop(&mut self) {
         if let Some(feed) = self.feed.lock().take() {
@@ -289,15 +338,35 @@ fn records(db: &mut Db<'_, '_>, sql: &str, params: &[Param<'_>]) -> Result<Vec<T
 
 impl Store for PostgresStore {
     fn insert(&self, tasks: &[Task], events: &[Event]) -> Result<()> {
+        let mut seen = HashSet::with_capacity(tasks.len());
+        let mut ids = Vec::with_capacity(tasks.len());
+        for task in tasks {
+            if !seen.insert(&*task.id) {
+                return Err(EngineError::Invalid(format!(
+                    "task id {} is twice in one insert",
+                    task.id
+                )));
+            }
+            ids.push(&*task.id);
+        }
+        // The events of each task follow it, in the order of the tasks.
+        let mut order = tasks.iter().map(|t| &t.id).peekable();
+        for event in events {
+            while order.next_if(|id| **id != event.task_id).is_some() {}
+            if order.peek().is_none() {
+                return Err(EngineError::Internal(
+                    "insert: events must follow the order of their tasks".into(),
+                ));
+            }
+        }
         self.writing(true, |db, written| {
+            let taken: Option<String> =
+                db.one("SELECT min(id) FROM task WHERE id = ANY($1)", &[&ids])?;
+            if let Some(id) = taken {
+                return Err(EngineError::Invalid(format!("task id {id} already exists")));
+            }
             // Dependencies name tasks stored before this batch (as in the memory store).
             for task in tasks {
-                if exists(db, &task.id)? {
-                    return Err(EngineError::Invalid(format!(
-                        "task id {} already exists",
-                        task.id
-                    )));
-                }
                 let steps = task.steps.iter().flat_map(|s| &s.depends_on);
                 for dependency in task.dependencies.iter().chain(steps) {
                     let target = load(db, DepRef::parse(dependency).task_id, Lock::None)?;
@@ -305,26 +374,7 @@ impl Store for PostgresStore {
                         .map_err(EngineError::DependencyNotFound)?;
                 }
             }
-            let mut events = events.iter().peekable();
-            for task in tasks {
-                if exists(db, &task.id)? {
-                    return Err(EngineError::Invalid(format!(
-                        "task id {} is twice in one insert",
-                        task.id
-                    )));
-                }
-                let mut own = Vec::with_capacity(1);
-                while let Some(event) = events.next_if(|e| e.task_id == task.id) {
-                    own.push(event.clone());
-                }
-                rows::insert(db, written, task, &own)?;
-            }
-            if events.next().is_some() {
-                return Err(EngineError::Internal(
-                    "insert: events must follow the order of their tasks".into(),
-                ));
-            }
-            Ok(())
+            rows::insert(db, written, tasks, events)
         })
     }
 
@@ -423,8 +473,22 @@ impl Store for PostgresStore {
     }
 
     fn claim(&self, request: &ClaimRequest<'_>) -> Result<ClaimBatch> {
+        let feed = self.feed.lock().clone();
         // Not run again on a conflict: `reserve` was called for the tasks taken.
-        self.writing(false, |db, written| claim::claim(db, written, request))
+        let (batch, early) = self.writing(false, |db, written| {
+            let mut batch = claim::claim(db, written, request)?;
+            let early = match &feed {
+                Some(feed) if !batch.claimed.is_empty() => {
+                    history(db, feed, &self.origin, &mut batch.claimed)?
+                }
+                _ => Vec::new(),
+            };
+            Ok((batch, early))
+        })?;
+        if let Some(feed) = feed {
+            feed.returned(&early);
+        }
+        Ok(batch)
     }
 
     fn next_due(&self) -> Result<Option<Millis>> {

@@ -25,8 +25,8 @@ use crate::error::{EngineError, Result};
 const TICK: Duration = Duration::from_millis(200);
 /// How often an idle listener checks that its connection still answers.
 const PING: Duration = Duration::from_secs(5);
-/// Ids of events read by id after a reconnection, kept to drop them if a notification
-/// announces them too.
+/// Ids of events read by id (after a reconnection, or by a claim), kept to drop them if a
+/// notification announces them too.
 const RECENT_MAX: usize = 10_000;
 
 /// Events of one transaction of another process: `origin`'s, with ids `first..=last`.
@@ -65,7 +65,7 @@ struct FeedState {
     heard: Heard,
     /// The largest event id read so far.
     last_id: i64,
-    /// Ids read by id after a reconnection.
+    /// Ids read by id (after a reconnection, or by a claim).
     recent: BTreeSet<i64>,
     /// Reconnections so far.
     reconnections: u64,
@@ -76,7 +76,8 @@ struct FeedState {
 pub(super) struct Seen {
     /// The largest event id read.
     pub(super) last_id: i64,
-    /// Ids read by id after the last reconnections (a notification may announce them too).
+    /// Ids read by id (after a reconnection, or by a claim): a notification may announce
+    /// them too.
     pub(super) recent: BTreeSet<i64>,
     reconnections: u64,
 }
@@ -142,6 +143,29 @@ impl Feed {
     pub(super) fn is_empty(&self) -> bool {
         let st = self.state.lock();
         st.heard.ranges.is_empty() && st.heard.resync_at.is_none()
+    }
+
+    /// The largest id read so far, and the ranges heard but not read.
+    pub(super) fn unread(&self) -> (i64, Vec<Range>) {
+        let st = self.state.lock();
+        (st.last_id, st.heard.ranges.clone())
+    }
+
+    /// Events read otherwise (by a claim): not to be returned again.
+    pub(super) fn returned(&self, ids: &[i64]) {
+        if ids.is_empty() {
+            return;
+        }
+        let mut st = self.state.lock();
+        st.recent.extend(ids.iter().copied());
+        while st.recent.len() > RECENT_MAX {
+            st.recent.pop_first();
+        }
+    }
+
+    /// Whether an event was read by id already.
+    pub(super) fn was_returned(&self, id: i64) -> bool {
+        self.state.lock().recent.contains(&id)
     }
 
     /// What to read, the largest id read so far, and the ids read by id after the last

@@ -97,51 +97,92 @@ impl Written {
     }
 }
 
-/// Stores a new task (its dependencies must have been checked) and its events.
+/// Stores new tasks (their ids free and their dependencies checked), in one statement,
+/// and their events.
 pub(super) fn insert(
     db: &mut Db<'_, '_>,
     written: &mut Written,
-    task: &Task,
+    tasks: &[Task],
     events: &[Event],
 ) -> Result<()> {
-    if !task.status.is_terminal() {
-        link_dependencies(db, task, written)?;
+    let mut rows = NewRows::default();
+    for task in tasks {
+        let waits = !task.status.is_terminal() && record_dependencies(db, task, written, true)?;
+        rows.push(task, queue_of(task, waits))?;
     }
-    let record = encode(task)?;
-    let queue = queue_of(task, is_blocked(db, task)?).map(Queue::as_str);
-    let c = columns(task);
     let inserted = db.exec(
         "INSERT INTO task (id, record, queue, status, classification, run_class, priority,
                            due_at, lock_key, step_lock, lease_expiry, ended_at, version)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
+         SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
+                              $6::text[], $7::int4[], $8::int8[], $9::text[], $10::text[],
+                              $11::int8[], $12::int8[], $13::int8[])
          ON CONFLICT (id) DO NOTHING",
         &[
-            &&*task.id,
-            &record,
-            &queue,
-            &c.status,
-            &c.classification,
-            &c.run_class,
-            &c.priority,
-            &c.due_at,
-            &c.lock_key,
-            &c.step_lock,
-            &c.lease_expiry,
-            &c.ended_at,
-            &c.version,
+            &rows.id,
+            &rows.record,
+            &rows.queue,
+            &rows.status,
+            &rows.classification,
+            &rows.run_class,
+            &rows.priority,
+            &rows.due_at,
+            &rows.lock_key,
+            &rows.step_lock,
+            &rows.lease_expiry,
+            &rows.ended_at,
+            &rows.version,
         ],
     )?;
-    if inserted == 0 {
-        // Another process stored a task of that id since this one looked.
-        return Err(EngineError::Invalid(format!(
-            "task id {} already exists",
-            task.id
-        )));
+    if inserted != tasks.len() as u64 {
+        // Another process stored a task of one of these ids since this one looked.
+        return Err(EngineError::Invalid(
+            "a task id of this insert already exists (stored meanwhile by another process)".into(),
+        ));
     }
-    take_locks(db, task)?;
+    for task in tasks {
+        take_locks(db, task)?;
+    }
     written.wakes = true;
     written.events.extend_from_slice(events);
     Ok(())
+}
+
+/// The columns of new rows, one array each (for `unnest`).
+#[derive(Default)]
+struct NewRows<'a> {
+    id: Vec<&'a str>,
+    record: Vec<String>,
+    queue: Vec<Option<&'static str>>,
+    status: Vec<&'static str>,
+    classification: Vec<&'a str>,
+    run_class: Vec<&'a str>,
+    priority: Vec<i32>,
+    due_at: Vec<i64>,
+    lock_key: Vec<Option<&'a str>>,
+    step_lock: Vec<Option<&'a str>>,
+    lease_expiry: Vec<Option<i64>>,
+    ended_at: Vec<Option<i64>>,
+    version: Vec<i64>,
+}
+
+impl<'a> NewRows<'a> {
+    fn push(&mut self, task: &'a Task, queue: Option<Queue>) -> Result<()> {
+        let c = columns(task);
+        self.id.push(&task.id);
+        self.record.push(encode(task)?);
+        self.queue.push(queue.map(Queue::as_str));
+        self.status.push(c.status);
+        self.classification.push(c.classification);
+        self.run_class.push(c.run_class);
+        self.priority.push(c.priority);
+        self.due_at.push(c.due_at);
+        self.lock_key.push(c.lock_key);
+        self.step_lock.push(c.step_lock);
+        self.lease_expiry.push(c.lease_expiry);
+        self.ended_at.push(c.ended_at);
+        self.version.push(c.version);
+        Ok(())
+    }
 }
 
 /// Replaces the stored `old` (row `seq`, locked by this transaction) by `task` and
@@ -157,7 +198,7 @@ pub(super) fn replace(
     let ends = task.status.is_terminal() && !old.status.is_terminal();
     let moved_on = task.current_step != old.current_step;
     if !task.status.is_terminal() && !waits_for(old).eq(waits_for(task)) {
-        link_dependencies(db, task, written)?;
+        record_dependencies(db, task, written, false)?;
     }
     let record = encode(task)?;
     let queue = queue_of(task, is_blocked(db, task)?).map(Queue::as_str);
@@ -239,14 +280,23 @@ fn is_blocked(db: &mut Db<'_, '_>, task: &Task) -> Result<bool> {
     )
 }
 
-/// Records what `task` waits for, replacing what it waited for before: nothing for a
-/// dependency that succeeded; one that ended otherwise is marked failed, for the claims to
-/// hand over (and the other processes are woken to do so).
-fn link_dependencies(db: &mut Db<'_, '_>, task: &Task, written: &mut Written) -> Result<()> {
-    db.exec(
-        "DELETE FROM task_dependency WHERE task_id = $1",
-        &[&&*task.id],
-    )?;
+/// Records what `task` waits for, replacing what it waited for before (unless it is
+/// `new`): nothing for a dependency that succeeded; one that ended otherwise is marked
+/// failed, for the claims to hand over (and the other processes are woken to do so).
+/// Whether it waits for anything.
+fn record_dependencies(
+    db: &mut Db<'_, '_>,
+    task: &Task,
+    written: &mut Written,
+    new: bool,
+) -> Result<bool> {
+    if !new {
+        db.exec(
+            "DELETE FROM task_dependency WHERE task_id = $1",
+            &[&&*task.id],
+        )?;
+    }
+    let mut waits = false;
     for dependency in waits_for(task) {
         let failed = match dependency_state(db, dependency)? {
             DepState::Met => continue,
@@ -268,8 +318,9 @@ fn link_dependencies(db: &mut Db<'_, '_>, task: &Task, written: &mut Written) ->
             ],
         )?;
         written.wakes |= failed.is_some();
+        waits = true;
     }
-    Ok(())
+    Ok(waits)
 }
 
 /// `target` ended or moved to its next step: what its dependents wait for from it is
