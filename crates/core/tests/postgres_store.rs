@@ -353,6 +353,36 @@ fn events_of_one_store_come_out_of_the_others_remote_events_in_order() {
 }
 
 #[test]
+fn a_claim_hands_over_the_other_stores_unread_events_of_its_tasks_first() {
+    let schema = Schema::new();
+    let a = schema.store("a");
+    let b = schema.store("b");
+    let _wakes = Wakes::subscribe(&b);
+    create(&a, "t", spec("x"), 10);
+    let created = a.events("t").unwrap();
+    // B claims before it read A's news: the claim brings the task's creation first.
+    let classifications = vec!["x".to_string()];
+    let batch = b
+        .claim(&ClaimRequest {
+            limit: 1,
+            now: 20,
+            owner: "b",
+            lease_ms: 1000,
+            classifications: &classifications,
+            reserve: &|_| true,
+            number: &number_claim,
+        })
+        .unwrap();
+    let events = &batch.claimed[0].events;
+    assert_eq!(events.len(), 2, "{events:?}");
+    assert_eq!(events[0], created[0]);
+    assert_eq!(events[1].status(), Some(TaskStatus::Running));
+    // And `remote_events` does not return it again.
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(b.remote_events().unwrap().is_empty());
+}
+
+#[test]
 fn an_expired_lease_of_one_store_is_recovered_by_the_other() {
     let schema = Schema::new();
     let a = schema.store("a");
@@ -493,6 +523,7 @@ fn the_store_and_its_listener_reconnect_after_the_server_dropped_them() {
     let other = schema.store("other");
     let wakes = Wakes::subscribe(&store);
     create(&store, "t", spec("x"), 10);
+    let before = wakes.count();
     assert_eq!(
         terminate(&origin),
         2,
@@ -515,13 +546,15 @@ fn the_store_and_its_listener_reconnect_after_the_server_dropped_them() {
     assert!(failures <= 1, "{failures} failed calls");
     create(&store, "u", spec("x"), 11);
     assert_eq!(claim(&store, 10, 20, &["x"]).len(), 2);
-    // The listener came back: it woke the engine, and hears the others again.
-    let seen = wakes.count();
+    // The listener came back: it woke the engine (nobody else wrote), and hears the
+    // others again.
+    wakes.wait_past(before);
     let deadline = Instant::now() + WAIT;
     while connections_of(&origin) < 2 {
         assert!(Instant::now() < deadline, "the listener did not reconnect");
         std::thread::sleep(Duration::from_millis(50));
     }
+    let seen = wakes.count();
     let event = Event::from_draft(&"t".into(), 50, 30, EventDraft::progress(json!("news")));
     other.append_events(std::slice::from_ref(&event)).unwrap();
     wakes.wait_past(seen);

@@ -83,7 +83,8 @@ pub struct PostgresStore {
 impl PostgresStore {
     /// Connects to the database at `url` (`postgres://user:password@host:port/database`),
     /// creating or migrating the tables in `schema` (created if needed), for the engine
-    /// named `origin`.
+    /// named `origin`: each engine sharing the schema needs an origin of its own (its
+    /// owner id), or it would take another's events for its own.
     ///
     /// [`EngineError::Invalid`] for a bad URL, schema name (`[a-z_][a-z0-9_]{0,62}`) or
     /// origin (1 to 1024 bytes), or a schema of a newer version; [`EngineError::Store`]
