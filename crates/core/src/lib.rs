@@ -3,8 +3,9 @@
 //! The engine of decaf-tasks, free of any JS binding: the task model and its state
 //! machine, retry backoff, leases with fencing tokens, an event-driven dispatcher, executors
 //! (a native thread pool for Rust handlers; bindings add their own), ordered events and the
-//! [`Store`] trait with an in-memory implementation and (feature `sqlite`, on by default) a
-//! durable SQLite one.
+//! [`Store`] trait with an in-memory implementation, (feature `sqlite`, on by default) a
+//! durable SQLite one and (feature `postgres`, on by default) a PostgreSQL one that
+//! several engines share.
 //!
 //! Embed it to run Rust handlers: create an [`Engine`] over a [`Store`] and an
 //! [`EventSink`], [`Engine::register_native`] your [`Handler`]s, and [`Engine::push`] tasks.
@@ -33,6 +34,8 @@ pub use model::{
 };
 pub use spec::{validate as validate_spec, MAX_KEY_LEN};
 pub use state::{Change, Refused, StepPosition, StopReason};
+#[cfg(feature = "postgres")]
+pub use store::PostgresStore;
 #[cfg(feature = "sqlite")]
 pub use store::SqliteStore;
 pub use store::{

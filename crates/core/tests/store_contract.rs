@@ -1,5 +1,7 @@
 //! The `Store` contract: what every store must do, written once against the trait so that
-//! each implementation (memory, SQLite) runs the same suite.
+//! each implementation (memory, SQLite, PostgreSQL) runs the same suite.
+
+mod common;
 
 use std::cell::Cell;
 
@@ -40,6 +42,25 @@ fn sqlite_store_keeps_the_contract() {
     });
 }
 
+/// One fresh schema per store, all dropped at the end.
+#[cfg(feature = "postgres")]
+#[test]
+fn postgres_store_keeps_the_contract() {
+    let schemas = std::cell::RefCell::new(Vec::new());
+    contract(|| {
+        let schema = common::pg::Schema::new();
+        let store = schema.store("contract");
+        schemas.borrow_mut().push(schema);
+        Box::new(store)
+    });
+}
+
+/// The classifications the contract's tasks have (a store may limit claims to those the
+/// engine serves).
+fn classifications() -> Vec<String> {
+    vec!["a".into(), "b".into()]
+}
+
 fn task(store: &dyn Store, seq: &Cell<u64>, spec: TaskSpec, now: i64) -> Task {
     let id = format!("t{}", seq.get());
     seq.set(seq.get() + 1);
@@ -66,7 +87,7 @@ fn claim(store: &dyn Store, limit: usize, now: i64, room: &dyn Fn(&str) -> bool)
             now,
             owner: "me",
             lease_ms: 1000,
-            classifications: &[],
+            classifications: &classifications(),
             reserve: room,
             number: &number_claim,
         })
@@ -245,7 +266,7 @@ fn dependencies_gate_claims(store: &dyn Store) {
             now: 40,
             owner: "me",
             lease_ms: 1000,
-            classifications: &[],
+            classifications: &classifications(),
             reserve: &any,
             number: &number_claim,
         })

@@ -2,10 +2,14 @@
 //! only talks to [`Store`].
 
 mod memory;
+#[cfg(feature = "postgres")]
+mod postgres;
 #[cfg(feature = "sqlite")]
 mod sqlite;
 
 pub use memory::MemoryStore;
+#[cfg(feature = "postgres")]
+pub use postgres::PostgresStore;
 #[cfg(feature = "sqlite")]
 pub use sqlite::SqliteStore;
 
@@ -50,7 +54,9 @@ pub struct Claimed {
     /// The record, now `running` under the claim's lease.
     pub task: Task,
     /// Its `running` status (unless a composite moves on to its next step) and a
-    /// composite's step progress event.
+    /// composite's step progress event. A shared store puts before them the task's events
+    /// stored by other processes that [`Store::remote_events`] has not returned yet (and
+    /// will not return): the engine delivers a task's events in order.
     pub events: Vec<Event>,
 }
 

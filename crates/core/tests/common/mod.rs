@@ -3,6 +3,9 @@
 
 #![allow(dead_code, unreachable_pub)]
 
+#[cfg(feature = "postgres")]
+pub mod pg;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -158,6 +161,13 @@ pub fn sqlite_store() -> Arc<dyn Store> {
     // The directory must outlive the store: leak it (a test process is short-lived).
     std::mem::forget(dir);
     Arc::new(store)
+}
+
+/// A fresh PostgreSQL store on a schema of its own, dropped by the test's
+/// [`pg::Cleanup`].
+#[cfg(feature = "postgres")]
+pub fn postgres_store() -> Arc<dyn Store> {
+    Arc::new(pg::scoped_store("test"))
 }
 
 pub fn recv(rx: &Receiver<Job>) -> Job {
