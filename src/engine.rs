@@ -7,8 +7,8 @@ use std::sync::{Arc, LazyLock, Weak};
 use std::time::Duration;
 
 use decaf_tasks_core::{
-    Engine, EngineConfig, ExecutorId, ListFilter, MemoryStore, Outcome, SqliteStore, StepPosition,
-    Store, TaskSpec,
+    Engine, EngineConfig, EngineError, ExecutorId, ListFilter, MemoryStore, Outcome, PostgresStore,
+    SqliteStore, StepPosition, Store, TaskSpec,
 };
 use napi::bindgen_prelude::{AsyncTask, Function};
 use napi::{Env, Task};
@@ -36,20 +36,41 @@ static ENGINES: LazyLock<Mutex<HashMap<u32, Weak<Engine>>>> = LazyLock::new(Defa
 struct AdapterConfig {
     kind: String,
     path: Option<String>,
+    url: Option<String>,
+    schema: Option<String>,
     poll_ms: Option<u64>,
 }
 
 /// Opens the store the adapter config names (validated by `lib/`, checked again here).
-fn open_store(adapter: Option<&AdapterConfig>) -> napi::Result<Arc<dyn Store>> {
+/// `origin` names this engine in a shared store.
+fn open_store(adapter: Option<&AdapterConfig>, origin: &str) -> napi::Result<Arc<dyn Store>> {
     let Some(adapter) = adapter else {
         return Ok(Arc::new(MemoryStore::new()));
     };
-    match (adapter.kind.as_str(), adapter.path.as_deref()) {
-        ("memory", None) => Ok(Arc::new(MemoryStore::new())),
-        ("sqlite", Some(path)) => Ok(Arc::new(SqliteStore::open(path).map_err(to_js)?)),
-        ("sqlite", None) => Err(invalid("adapter.path is required for the 'sqlite' store")),
-        (kind, _) => Err(invalid(format!(
-            "adapter.kind '{kind}' is not supported: use 'memory' or 'sqlite'"
+    match adapter.kind.as_str() {
+        "memory" => Ok(Arc::new(MemoryStore::new())),
+        "sqlite" => {
+            let path = adapter
+                .path
+                .as_deref()
+                .ok_or_else(|| invalid("adapter.path is required for the 'sqlite' store"))?;
+            Ok(Arc::new(SqliteStore::open(path).map_err(to_js)?))
+        }
+        "postgres" => {
+            let url = adapter
+                .url
+                .as_deref()
+                .ok_or_else(|| invalid("adapter.url is required for the 'postgres' store"))?;
+            let schema = adapter.schema.as_deref().unwrap_or("decaf_tasks");
+            // Not reaching the server at start is a configuration error for the caller.
+            let store = PostgresStore::connect(url, schema, origin).map_err(|e| match e {
+                EngineError::Store(msg) => to_js(EngineError::Invalid(msg)),
+                other => to_js(other),
+            })?;
+            Ok(Arc::new(store))
+        }
+        kind => Err(invalid(format!(
+            "adapter.kind '{kind}' is not supported: use 'memory', 'sqlite' or 'postgres'"
         ))),
     }
 }
@@ -127,11 +148,13 @@ impl NativeEngine {
     pub fn new(config_json: String, on_events: Function<(), ()>) -> napi::Result<Self> {
         let config: Config = parse("config", &config_json)?;
         crate::tracing_setup::init(config.logger.as_deref());
-        let store = open_store(config.adapter.as_ref())?;
         let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+        let engine_config = engine_config(&config, id);
+        // Unique per engine, even for two services of one process with one workerId.
+        let origin = format!("{}#{id}-{:08x}", engine_config.owner, fastrand::u32(..));
+        let store = open_store(config.adapter.as_ref(), &origin)?;
         let sink = Arc::new(JsEventSink::new(wake_of(on_events)?));
-        let engine = Engine::new(engine_config(&config, id), store, Arc::clone(&sink) as _)
-            .map_err(to_js)?;
+        let engine = Engine::new(engine_config, store, Arc::clone(&sink) as _).map_err(to_js)?;
         native_handlers::register_all(&engine).map_err(to_js)?;
         let engine = Arc::new(engine);
         let mut engines = ENGINES.lock();
