@@ -682,3 +682,75 @@ fn a_task_pushed_on_one_engine_runs_on_the_one_that_serves_it_and_both_hear_of_i
     a.shutdown(Duration::from_secs(5)).unwrap();
     b.shutdown(Duration::from_secs(5)).unwrap();
 }
+
+#[test]
+fn a_shut_down_engine_closes_its_connections_and_still_reads() {
+    let schema = Schema::new();
+    let origin = format!("closing-{}", schema.name);
+    let sink = Arc::new(RecordingSink::default());
+    let a = engine(schema.store(&origin), &origin, Arc::clone(&sink));
+    a.register_native(
+        ON_A,
+        Arc::new(|_: &Value, _: &TaskContext| -> HandlerResult { Ok(json!(null)) }),
+    )
+    .unwrap();
+    let pushed = a.push(vec![TaskSpec::new(ON_A, json!(null))]).unwrap();
+    sink.wait_status(&pushed[0].id, TaskStatus::Succeeded);
+    assert_eq!(
+        connections_of(&origin),
+        2,
+        "the main connection and the listener"
+    );
+    a.shutdown(Duration::from_secs(5)).unwrap();
+    let deadline = Instant::now() + WAIT;
+    while connections_of(&origin) > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "connections left open after shutdown"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Reads after shutdown open a connection again.
+    let task = a.read(&pushed[0].id).unwrap();
+    assert_eq!(task.status, TaskStatus::Succeeded);
+}
+
+#[test]
+fn a_cancel_on_one_engine_stops_the_run_on_the_other_and_frees_its_slot() {
+    let schema = Schema::new();
+    let sink_a = Arc::new(RecordingSink::default());
+    let sink_b = Arc::new(RecordingSink::default());
+    let a = engine(schema.store("a"), "a", Arc::clone(&sink_a));
+    let b = engine(schema.store("b"), "b", Arc::clone(&sink_b));
+    let stopped = Arc::new(Mutex::new(None));
+    let seen = Arc::clone(&stopped);
+    b.register_native(
+        ON_B,
+        Arc::new(move |_: &Value, ctx: &TaskContext| -> HandlerResult {
+            let deadline = Instant::now() + WAIT;
+            while !ctx.is_aborted() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            *seen.lock() = ctx.abort_reason();
+            Ok(json!("late"))
+        }),
+    )
+    .unwrap();
+    let task = a
+        .push(vec![TaskSpec::new(ON_B, json!(null))])
+        .unwrap()
+        .remove(0);
+    sink_b.wait_status(&task.id, TaskStatus::Running);
+    a.cancel(&task.id, Some("from a".into())).unwrap();
+    sink_b.wait_status(&task.id, TaskStatus::Canceled);
+    let deadline = Instant::now() + WAIT;
+    while b.active_count().unwrap() > 0 || stopped.lock().is_none() {
+        assert!(Instant::now() < deadline, "B's run was not stopped");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(*stopped.lock(), Some(state::StopReason::Canceled));
+    // The late result changed nothing.
+    assert_eq!(a.read(&task.id).unwrap().status, TaskStatus::Canceled);
+    a.shutdown(Duration::from_secs(5)).unwrap();
+    b.shutdown(Duration::from_secs(5)).unwrap();
+}

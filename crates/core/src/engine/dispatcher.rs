@@ -12,7 +12,7 @@ use rustc_hash::FxHashMap;
 use super::{now_ms, Overdue, Run, Shared, State};
 use crate::error::Result;
 use crate::executor::{ExecutorId, Job, JobStep};
-use crate::model::{Millis, Task, TaskError, TaskId};
+use crate::model::{Millis, Task, TaskError, TaskId, TaskStatus};
 use crate::state::{self, StopReason};
 use crate::store::{ClaimBatch, ClaimRequest, Claimed, DependencyFailure};
 
@@ -95,20 +95,37 @@ impl Shared {
     /// Delivers what other engines sharing the store emitted, in their commit order. The
     /// engine's sequence moves past their numbers (a Lamport clock), so the next events
     /// this engine writes come after them.
+    ///
+    /// A status change another engine made to a task running here ended this run: it was
+    /// canceled there, or its lease was taken over. The run is told to stop (its late
+    /// result would be refused anyway) and its slot is freed.
     fn deliver_remote_events(&self, st: &mut State) -> Result<()> {
         let events = self.store.remote_events()?;
         if events.is_empty() {
             return Ok(());
         }
+        let mut freed = false;
         for event in &events {
             st.seq = st.seq.max(event.seq);
             if let crate::event::Payload::Status(p) = &event.payload {
                 if p.status.is_terminal() {
                     st.watching.remove(&event.task_id);
                 }
+                if let Some(run) = self.end_run(st, &event.task_id, None) {
+                    let reason = if p.status == TaskStatus::Canceled {
+                        StopReason::Canceled
+                    } else {
+                        StopReason::LeaseLost
+                    };
+                    self.abort_run(st, &event.task_id, &run, reason);
+                    freed = true;
+                }
             }
         }
         self.sink.deliver(events);
+        if freed {
+            self.refill(st);
+        }
         Ok(())
     }
 

@@ -915,6 +915,7 @@ impl Engine {
         if let Some(handle) = self.dispatcher.lock().take() {
             let _ = handle.join();
         }
+        shared.store.close();
         Ok(ShutdownReport {
             drained: in_flight - left.len(),
             released: left.len(),

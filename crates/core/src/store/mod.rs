@@ -210,4 +210,9 @@ pub trait Store: Send + Sync {
     fn remote_events(&self) -> Result<Vec<Event>> {
         Ok(Vec::new())
     }
+
+    /// The engine shut down: release what it held open for its work (connections, the
+    /// listener of [`Store::subscribe`]). Reads may follow and must still work (a store
+    /// may open a connection again for them). The default holds nothing.
+    fn close(&self) {}
 }

@@ -618,6 +618,13 @@ impl Store for PostgresStore {
         Ok(())
     }
 
+    fn close(&self) {
+        if let Some(feed) = self.feed.lock().take() {
+            feed.stop();
+        }
+        self.main.lock().close();
+    }
+
     fn remote_events(&self) -> Result<Vec<Event>> {
         let Some(feed) = self.feed.lock().clone() else {
             return Ok(Vec::new());

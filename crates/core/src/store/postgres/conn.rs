@@ -248,6 +248,13 @@ impl Main {
             .ok_or_else(|| EngineError::Internal("no PostgreSQL connection".into()))
     }
 
+    /// Closes the connection (the next call opens one again, at once).
+    pub(super) fn close(&mut self) {
+        self.conn = None;
+        self.next_attempt = None;
+        self.delay = BACKOFF_MIN;
+    }
+
     /// Forgets a connection that is gone.
     fn lost(&mut self, why: &str) {
         if self.conn.take().is_some() {
