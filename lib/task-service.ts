@@ -144,6 +144,8 @@ export class TaskService extends EventEmitter {
   readonly #options: ResolvedOptions;
   readonly #native: NativeEngine;
   readonly #keepAlive = new KeepAlive();
+  /** Held from `start()` to `shutdown()` on a shared store: the service serves its queue. */
+  readonly #serving = new KeepAlive();
   #executor: InlineExecutor | undefined;
   #pool: WorkerPool | undefined;
   /** Settles once the worker pool is up (undefined without a pool). */
@@ -402,11 +404,18 @@ export class TaskService extends EventEmitter {
   /**
    * Resolves once the service runs (the worker pool, if any, is up). The engine claims from
    * construction on; on a durable store, this also keeps the process alive until the
-   * unfinished tasks found in the store are done (or `shutdown()`).
+   * unfinished tasks found in the store are done (or `shutdown()`). On a shared store
+   * (`postgres`), other processes push work at any time: the process is kept alive until
+   * `shutdown()`, as a queue worker's is (a pure producer need not call `start()`).
    */
   async start(): Promise<void> {
     this.#assertOpen();
     await this.#whenReady();
+    if (this.#closed) return;
+    if (this.#options.adapter.kind === 'postgres') {
+      this.#serving.acquire();
+      return;
+    }
     // A durable store may hold work of an earlier process: the engine claims it as soon as
     // its handlers are registered; keep the process alive until it is done (the drain that
     // delivers the last terminal event releases this).
@@ -470,6 +479,7 @@ export class TaskService extends EventEmitter {
     await this.#pool?.close();
     this.#drain(true);
     this.#keepAlive.dispose();
+    this.#serving.dispose();
     if (failure !== undefined) throw failure;
   }
 
@@ -493,7 +503,6 @@ export class TaskService extends EventEmitter {
     return JSON.parse(json) as unknown[];
   }
 
-  /** Delivers every waiting event (the engine's `onEvents` callback). */
   /**
    * Delivers waiting events, in engine order. A backlog is delivered in turns of at most
    * {@link MAX_EVENTS_PER_TURN} events, yielding to the event loop in between, so a burst
