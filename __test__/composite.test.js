@@ -794,6 +794,38 @@ describe('ctx.scheduleSteps', () => {
     expect(await service.read(task.id)).toMatchObject({ status: 'succeeded', attempt: 1 });
   });
 
+  test("a step retried after it planned steps plans again: the failed run's steps are withdrawn", async () => {
+    const service = createService();
+    const calls = recorders(service, ['c:rec']);
+    service.register('c:planner', async (_input, ctx) => {
+      await ctx
+        .scheduleSteps({ classification: 'c:rec', input: `after-${ctx.stepAttempt}` })
+        .afterCurrent();
+      await ctx.scheduleSteps({ classification: 'c:rec', input: `end-${ctx.stepAttempt}` }).atEnd();
+      if (ctx.stepAttempt === 1) throw new Error('fails after planning');
+      return 'planned';
+    });
+    const updates = [];
+    service.on('update', (evt) => updates.push(evt.payload.output));
+    const { tracker } = await service.push(
+      composite([
+        { classification: 'c:planner', maxAttempts: 2, backoff: AT_ONCE },
+        { classification: 'c:rec', input: 'last' },
+      ]),
+      true,
+    );
+    const { stepResults } = await tracker.resolve();
+    expect(calls.map((c) => c.input)).toEqual(['after-2', 'last', 'end-2']);
+    expect(stepResults).toHaveLength(4);
+    expect(updates).toEqual([
+      { added: 1, insertionIndex: 1 },
+      { added: 1, insertionIndex: 3 },
+      { removed: 2 },
+      { added: 1, insertionIndex: 1 },
+      { added: 1, insertionIndex: 3 },
+    ]);
+  });
+
   test('refused outside a composite step, for a bad step, an unknown classification or no step', async () => {
     const service = createService();
     service.register('c:noop', () => null);

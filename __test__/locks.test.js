@@ -347,7 +347,7 @@ describe('step locks', () => {
     expect(nativeLive.max).toBe(1);
   });
 
-  test("a running step holds the task's lock and its own; its step lock is freed after it", async () => {
+  test("a composite holds its own lock from its first step to its end; a step's lock is freed after the step", async () => {
     const service = createService({ concurrency: 8 });
     const taskLock = concurrencyCounter();
     const { order, started, release } = gates(service, taskLock);
@@ -368,7 +368,13 @@ describe('step locks', () => {
       true,
     );
     await started('step0');
-    const onTask = await service.push({ classification: 'lock:t-rec', input: 'on-T', lock: 'T' });
+    // Higher priority: it would be claimed first if T were free between the steps.
+    const onTask = await service.push({
+      classification: 'lock:t-rec',
+      input: 'on-T',
+      lock: 'T',
+      priority: 10,
+    });
     const onStep = await service.push({ classification: 'lock:rec', input: 'on-S', lock: 'S' });
     const free = await service.push({ classification: 'lock:rec', input: 'free' });
     await waitForStatus(service, free.id, 'succeeded');
@@ -378,9 +384,10 @@ describe('step locks', () => {
     expect((await service.read(onStep.id)).status).toBe('pending');
     expect(order).toEqual(['step0', 'free']);
     release('step0');
-    // S is free once step 0 is done, even while the composite goes on.
+    // S is free once step 0 is done, even while the composite goes on; T is not.
     await waitForStatus(service, onStep.id, 'succeeded');
     await started('step1');
+    expect(order).not.toContain('on-T');
     // Step 1 holds T: a task on T pushed now waits for it.
     const onTaskLater = await service.push({
       classification: 'lock:t-rec',
@@ -393,6 +400,7 @@ describe('step locks', () => {
     release('step1');
     await tracker.resolve();
     await allSucceeded(service, [onTask, onTaskLater]);
+    expect(order.indexOf('on-T')).toBeGreaterThan(order.indexOf('step1'));
     expect(order.indexOf('on-T-later')).toBeGreaterThan(order.indexOf('step1'));
     expect(taskLock.max).toBe(1);
     expect((await service.read(comp.id)).attempt).toBe(0);

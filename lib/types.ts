@@ -276,19 +276,28 @@ export interface StatusPayload<O = unknown> {
   readonly originalError?: Error;
 }
 
-/** Payload of an `update` event (changes of the step plan of a composite task). */
+/**
+ * Payload of an `update` event (changes of the step plan of a composite task): steps added
+ * by `ctx.scheduleSteps`, or withdrawn because the step that added them runs again after a
+ * run that did not succeed (the new run plans again).
+ */
 export interface UpdatePayload {
   status: 'update';
-  /** The step that added the steps. */
+  /** The step that added (or whose earlier run had added) the steps. */
   currentStep: number;
   /** Steps in the composite now. */
   totalSteps: number;
-  output: {
-    /** How many steps were added. */
-    added: number;
-    /** Index of the first of them. */
-    insertionIndex: number;
-  };
+  output:
+    | {
+        /** How many steps were added. */
+        added: number;
+        /** Index of the first of them. */
+        insertionIndex: number;
+      }
+    | {
+        /** How many steps, added by an earlier run of the current step, were withdrawn. */
+        removed: number;
+      };
 }
 
 /** The payload type of each event classification. */

@@ -355,6 +355,10 @@ pub struct Task {
     /// several insertions keep their call order.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub steps_inserted: u32,
+    /// Steps the current step's run appended at the end (`atEnd`). With
+    /// `steps_inserted`, what a run that did not succeed planned: its retry withdraws them.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub steps_appended: u32,
     /// The last log lines (bounded by the engine's `log_tail_max`).
     pub log_tail: Vec<LogEntry>,
     /// Creation time.
@@ -413,6 +417,21 @@ impl Task {
             .as_deref()
             .into_iter()
             .chain(step.filter(|s| Some(*s) != self.lock.as_deref()))
+    }
+
+    /// The lock keys the task holds as it stands. A run in flight holds its
+    /// [`Task::run_locks`]; a composite also holds its own `lock` between its steps, from
+    /// the claim of its first step until it leaves `running` (it ended, waits for a
+    /// task-level retry, or was released), so no other task with that key runs in the
+    /// middle of it. A step's own lock is held only while that step runs.
+    pub fn held_locks(&self) -> Vec<&str> {
+        if self.is_leased() {
+            self.run_locks().collect()
+        } else if self.is_between_steps() {
+            self.lock.as_deref().into_iter().collect()
+        } else {
+            Vec::new()
+        }
     }
 
     /// What the task waits for before its next run: its own dependencies until it first

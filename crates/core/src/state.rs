@@ -99,6 +99,7 @@ pub fn create(spec: TaskSpec, id: TaskId, now: Millis) -> Change {
         step_results: Vec::new(),
         step_attempt: 0,
         steps_inserted: 0,
+        steps_appended: 0,
         log_tail: Vec::new(),
         created_at: now,
         updated_at: now,
@@ -146,13 +147,46 @@ pub fn claim(task: &Task, owner: &str, now: Millis, lease_ms: u64) -> Result<Cha
         events.push(EventDraft::status(&next));
     }
     if let Some(step) = next.current_step.filter(|_| next.is_composite()) {
-        next.steps_inserted = 0;
+        if let Some(update) = withdraw_planned_steps(&mut next) {
+            events.push(update);
+        }
         events.push(EventDraft::progress(serde_json::json!({
             "currentStep": step,
             "totalSteps": next.steps.len(),
         })));
     }
     Ok(Change { task: next, events })
+}
+
+/// A composite's step runs again after a run that did not succeed (an in-place or task
+/// retry, a lost lease, a release): the steps that run added with `ctx.scheduleSteps` are
+/// withdrawn, since the new run plans again (steps added by a step that succeeded stay).
+/// Returns the `update` event `{ status: 'update', currentStep, totalSteps, output: {
+/// removed } }` announcing it, if there was anything to withdraw.
+fn withdraw_planned_steps(next: &mut Task) -> Option<EventDraft> {
+    let (after, at_end) = (next.steps_inserted as usize, next.steps_appended as usize);
+    next.steps_inserted = 0;
+    next.steps_appended = 0;
+    if after + at_end == 0 {
+        return None;
+    }
+    let current = next.current_step.unwrap_or(0);
+    let len = next.steps.len();
+    let first = (current as usize + 1).min(len);
+    next.steps.drain(first..(first + after).min(len));
+    let keep = next.steps.len().saturating_sub(at_end).max(first);
+    next.steps.truncate(keep);
+    next.step_results.truncate(next.steps.len());
+    let removed = len - next.steps.len();
+    Some(EventDraft {
+        class: crate::event::EventClass::Update,
+        payload: crate::event::Payload::Json(serde_json::json!({
+            "status": "update",
+            "currentStep": current,
+            "totalSteps": next.steps.len(),
+            "output": { "removed": removed },
+        })),
+    })
 }
 
 fn running(task: &Task, token: u64) -> Result<Task, Refused> {
@@ -464,6 +498,7 @@ fn advance(mut next: Task, mut events: Vec<EventDraft>, now: Millis) -> Change {
     next.updated_at = now;
     next.step_attempt = 0;
     next.steps_inserted = 0;
+    next.steps_appended = 0;
     next.next_run_at = None;
     let following = next.current_step.unwrap_or(0) + 1;
     if (following as usize) < next.steps.len() {
@@ -532,7 +567,8 @@ fn step_failed(mut next: Task, error: TaskError, now: Millis, unit: f64) -> Chan
 }
 
 /// The running step of a composite adds `steps` to the plan (`ctx.scheduleSteps`). They are
-/// persisted with the task (a retry keeps them) and announced by an `update` event
+/// persisted with the task (a later retry keeps them once the step succeeded; a retry of the
+/// step itself withdraws them, see [`claim`]) and announced by an `update` event
 /// `{ status: 'update', currentStep, totalSteps, output: { added, insertionIndex } }`.
 /// Returns the change and the insertion index.
 pub fn schedule_steps(
@@ -557,7 +593,10 @@ pub fn schedule_steps(
             next.steps_inserted += added;
             at.min(next.steps.len())
         }
-        StepPosition::AtEnd => next.steps.len(),
+        StepPosition::AtEnd => {
+            next.steps_appended += added;
+            next.steps.len()
+        }
     };
     next.steps.splice(index..index, steps);
     next.updated_at = now;

@@ -53,12 +53,14 @@ on_every_store!(
     a_step_retries_in_place_then_the_task_retry_resumes_at_that_step,
     a_failing_step_stops_the_composite_unless_it_can_fail,
     scheduled_steps_are_inserted_in_call_order_and_announced,
+    steps_planned_by_a_run_that_failed_are_withdrawn_when_the_step_runs_again,
     schedule_steps_is_refused_outside_a_composite_and_for_bad_steps,
     retry_cancel_and_reschedule_inside_a_step_act_on_the_task,
     log_lines_written_during_a_step_carry_its_index,
     a_step_waits_for_a_step_of_another_task_by_index_name_or_classification,
     a_dependency_on_a_failed_step_fails_the_dependent_and_missing_ones_are_refused,
     steps_sharing_a_lock_never_overlap_and_do_not_block_others,
+    a_composite_holds_its_own_lock_between_steps_until_it_leaves_running,
     native_steps_run_with_catch_hooks_and_can_schedule_steps,
 );
 
@@ -346,6 +348,69 @@ fn scheduled_steps_are_inserted_in_call_order_and_announced(store: MakeStore) {
     );
 }
 
+fn steps_planned_by_a_run_that_failed_are_withdrawn_when_the_step_runs_again(store: MakeStore) {
+    let (engine, sink, jobs) = abc_engine(store);
+    let task = engine
+        .push(vec![composite(vec![
+            json!({"classification": "a", "maxAttempts": 2, "backoff": at_once()}),
+            json!({"classification": "c", "name": "last"}),
+        ])])
+        .unwrap()
+        .remove(0);
+    let plan = |job: &Job| {
+        for (name, position) in [
+            ("x", StepPosition::AfterCurrent),
+            ("y", StepPosition::AtEnd),
+            ("w", StepPosition::AfterCurrent),
+        ] {
+            engine
+                .schedule_steps(
+                    &job.task_id,
+                    job.token,
+                    vec![step(json!({"classification": "b", "name": name}))],
+                    position,
+                )
+                .unwrap();
+        }
+    };
+    let names = |engine: &Engine| -> Vec<String> {
+        let task = engine.read(&task.id).unwrap();
+        task.steps
+            .iter()
+            .map(|s| s.name.clone().unwrap_or_else(|| s.classification.clone()))
+            .collect()
+    };
+    let first = recv(&jobs);
+    plan(&first);
+    assert_eq!(names(&engine), ["a", "x", "w", "last", "y"]);
+    fail(&engine, &first, "after planning");
+    // The retry of step 0 starts from the plan as it was before the failed run.
+    let second = recv(&jobs);
+    assert_eq!(names(&engine), ["a", "last"]);
+    plan(&second);
+    ok(&engine, &second, Value::Null);
+    let mut ran = Vec::new();
+    for _ in 0..4 {
+        let job = recv(&jobs);
+        ran.push(job.name.clone().unwrap());
+        ok(&engine, &job, Value::Null);
+    }
+    assert_eq!(ran, ["x", "w", "last", "y"]);
+    sink.wait_status(&task.id, TaskStatus::Succeeded);
+    let withdrawn: Vec<Value> = sink
+        .events()
+        .iter()
+        .filter(|e| e.task_id == task.id && e.classification == EventClass::Update)
+        .map(|e| e.payload.to_json())
+        .filter(|p| p["output"].get("removed").is_some())
+        .collect();
+    assert_eq!(
+        withdrawn,
+        [json!({"status": "update", "currentStep": 0, "totalSteps": 2, "output": {"removed": 3}})]
+    );
+    assert_eq!(engine.read(&task.id).unwrap().step_results.len(), 5);
+}
+
 fn schedule_steps_is_refused_outside_a_composite_and_for_bad_steps(store: MakeStore) {
     let store = store();
     let shared = store.is_shared();
@@ -592,6 +657,39 @@ fn steps_sharing_a_lock_never_overlap_and_do_not_block_others(store: MakeStore) 
     next.sort_by_key(|j| j.name.clone());
     let names: Vec<_> = next.iter().map(|j| j.name.clone().unwrap()).collect();
     assert_eq!(names, ["one-after", "two"]);
+}
+
+fn a_composite_holds_its_own_lock_between_steps_until_it_leaves_running(store: MakeStore) {
+    let (engine, _sink, jobs) = abc_engine(store);
+    let mut spec = composite(vec![
+        json!({"classification": "a", "name": "first"}),
+        json!({"classification": "b", "name": "second", "maxAttempts": 1}),
+    ]);
+    spec.lock = Some("T".into());
+    spec.max_attempts = Some(2);
+    spec.backoff = Some(serde_json::from_value(at_once()).unwrap());
+    engine.push(vec![spec]).unwrap();
+    let first = recv(&jobs);
+    assert_eq!(first.name.as_deref(), Some("first"));
+    let mut other = TaskSpec::new("c", json!("other"));
+    other.lock = Some("T".into());
+    engine.push(vec![other]).unwrap();
+    quiet(&jobs);
+    ok(&engine, &first, Value::Null);
+    // Between the steps, the composite keeps T: its next step runs, the other task waits.
+    let second = recv(&jobs);
+    assert_eq!(second.name.as_deref(), Some("second"));
+    quiet(&jobs);
+    // A task-level retry gives T up while the composite waits: the other task runs in
+    // between, and the composite resumes after it.
+    fail(&engine, &second, "once");
+    let between = recv(&jobs);
+    assert_eq!(between.classification, "c");
+    quiet(&jobs);
+    ok(&engine, &between, Value::Null);
+    let again = recv(&jobs);
+    assert_eq!(again.name.as_deref(), Some("second"));
+    ok(&engine, &again, Value::Null);
 }
 
 struct Flaky {

@@ -107,11 +107,7 @@ fn slot_of(task: &Task, seq: u64, blocked: bool) -> Slot {
 }
 
 fn owned_locks(task: &Task) -> Vec<String> {
-    if task.is_leased() {
-        task.run_locks().map(str::to_owned).collect()
-    } else {
-        Vec::new()
-    }
+    task.held_locks().into_iter().map(str::to_owned).collect()
 }
 
 impl Inner {
@@ -222,8 +218,10 @@ impl Inner {
                 queue.head = queue.iter.next().copied();
                 continue;
             };
+            // Held by another task (a composite holds its own lock between its steps).
+            let held = |l: &str| self.locks.get(l).is_some_and(|&owner| owner != key.2);
             let mut locks = entry.task.run_locks();
-            if locks.any(|l| self.locks.contains_key(l) || taken_locks.contains(&l)) {
+            if locks.any(|l| held(l) || taken_locks.contains(&l)) {
                 queue.head = queue.iter.next().copied();
                 continue;
             }

@@ -190,7 +190,7 @@ fn claim_ready(
         // Still ready (not claimed by a claim that committed since the page was read)
         // and not being taken by another claim.
         let Some(row) = db.row(
-            "SELECT record, lock_key, step_lock FROM task
+            "SELECT record, lock_key, step_lock, id FROM task
              WHERE seq = $1 AND queue = 'ready' FOR UPDATE SKIP LOCKED",
             &[&candidate.seq],
         )?
@@ -199,7 +199,8 @@ fn claim_ready(
         };
         let lock_key: Option<String> = db.get(&row, 1)?;
         let step_lock: Option<String> = db.get(&row, 2)?;
-        if !locks_are_free(db, [lock_key.as_deref(), step_lock.as_deref()])? {
+        let id: String = db.get(&row, 3)?;
+        if !locks_are_free(db, &id, [lock_key.as_deref(), step_lock.as_deref()])? {
             continue;
         }
         if !(request.reserve)(cursor.classification) {

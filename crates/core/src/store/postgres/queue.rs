@@ -90,26 +90,27 @@ pub(super) fn may_block(task: &Task) -> bool {
     matches!(task.status, TaskStatus::Pending | TaskStatus::Scheduled) || task.is_between_steps()
 }
 
-/// The lock keys a task holds as it is: those of its run in flight.
+/// The lock keys a task holds as it is ([`Task::held_locks`]).
 pub(super) fn held_locks(task: &Task) -> Vec<&str> {
-    if task.is_leased() {
-        task.run_locks().collect()
-    } else {
-        Vec::new()
-    }
+    task.held_locks()
 }
 
-/// Whether a candidate of a claim may take its locks: no run in flight holds one, and no
-/// other claim is taking one right now. Each key is first reserved for this transaction
+/// Whether candidate `task_id` of a claim may take its locks: no other task holds one (a
+/// composite holds its own lock between its steps), and no other claim is taking one
+/// right now. Each key is first reserved for this transaction
 /// with a transaction-level advisory lock that is tried, never waited for (a key another
 /// claim is taking counts as held: that claim wakes the others when it commits); then
 /// the `task_lock` rows committed, and those this claim wrote, are looked at.
-pub(super) fn locks_are_free(db: &mut Db<'_, '_>, locks: [Option<&str>; 2]) -> Result<bool> {
+pub(super) fn locks_are_free(
+    db: &mut Db<'_, '_>,
+    task_id: &str,
+    locks: [Option<&str>; 2],
+) -> Result<bool> {
     for key in locks.into_iter().flatten() {
         let free: bool = db.one(
             "SELECT pg_try_advisory_xact_lock(hashtext(current_schema()), hashtext($1))
-                    AND NOT EXISTS (SELECT 1 FROM task_lock WHERE lock_key = $1)",
-            &[&key],
+                    AND NOT EXISTS (SELECT 1 FROM task_lock WHERE lock_key = $1 AND task_id <> $2)",
+            &[&key, &task_id],
         )?;
         if !free {
             return Ok(false);

@@ -192,7 +192,7 @@ fn claim_ready(tx: &Connection, request: &ClaimRequest<'_>) -> Result<Vec<Claime
             candidate.lock_key.as_deref(),
             candidate.step_lock.as_deref(),
         ];
-        if !locks_are_free(tx, locks)? {
+        if !locks_are_free(tx, candidate.seq, locks)? {
             cursor.page.pop_front();
             continue;
         }

@@ -112,24 +112,21 @@ pub(super) fn may_block(task: &Task) -> bool {
     matches!(task.status, TaskStatus::Pending | TaskStatus::Scheduled) || task.is_between_steps()
 }
 
-/// The lock keys a task holds as it is: those of its run in flight.
+/// The lock keys a task holds as it is ([`Task::held_locks`]).
 pub(super) fn held_locks(task: &Task) -> Vec<&str> {
-    if task.is_leased() {
-        task.run_locks().collect()
-    } else {
-        Vec::new()
-    }
+    task.held_locks()
 }
 
-/// Whether a candidate of a claim may take its locks: no run in flight holds one. Tasks
-/// taken earlier in the same claim count, since each is written before the next candidate
-/// is checked.
-pub(super) fn locks_are_free(tx: &Connection, locks: [Option<&str>; 2]) -> Result<bool> {
+/// Whether candidate `seq` of a claim may take its locks: no other task holds one (a
+/// composite holds its own lock between its steps). Tasks taken earlier in the same claim
+/// count, since each is written before the next candidate is checked.
+pub(super) fn locks_are_free(tx: &Connection, seq: i64, locks: [Option<&str>; 2]) -> Result<bool> {
     for key in locks.into_iter().flatten() {
         let held: bool = one(
             tx,
-            "SELECT EXISTS (SELECT 1 FROM task_lock WHERE lock_key = ?1)",
-            [key],
+            "SELECT EXISTS (SELECT 1 FROM task_lock WHERE lock_key = ?1
+                            AND task_id <> (SELECT id FROM task WHERE seq = ?2))",
+            rusqlite::params![key, seq],
         )?;
         if held {
             return Ok(false);
