@@ -9,7 +9,7 @@ const path = require('node:path');
 const readline = require('node:readline');
 const { lib } = require('./helpers');
 
-const { TaskService, TaskValidationError } = lib;
+const { TaskService, TaskValidationError, TaskNotFoundError } = lib;
 
 const URL = process.env.DECAF_PG_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
 const WORKER = path.join(__dirname, 'fixtures', 'pg', 'worker.js');
@@ -148,7 +148,7 @@ function allEnded(service, ids, timeoutMs = 60_000) {
 
 async function waitFor(check, what, timeoutMs = 30_000) {
   const until = Date.now() + timeoutMs;
-  while (!check()) {
+  while (!(await check())) {
     if (Date.now() > until) throw new Error(`timed out waiting for ${what}`);
     await new Promise((r) => setTimeout(r, 20));
   }
@@ -317,6 +317,81 @@ describe('several processes on one PostgreSQL schema', () => {
     const start = runs(a.runsLog).find((r) => r.what === 'start').at;
     // A lost notification would leave it to the 30 s safety poll.
     expect(start - pushedAt).toBeLessThan(10_000);
+  });
+});
+
+describe('one service on PostgreSQL', () => {
+  const STEPS = path.join(__dirname, 'fixtures', 'pool', 'steps.js');
+
+  test('a composite mixing inline, worker-pool and native steps keeps its step results in the schema', async () => {
+    const schema = newSchema();
+    const service = producer(schema, { workerPool: { size: 1, modules: [STEPS] } });
+    service.on('warning', () => {});
+    service.register('pg:inline', (_input, ctx) => ({ cached: ctx.resultCache['native:echo'] }));
+    await service.start();
+    const { task, tracker } = await service.push(
+      {
+        classification: 'pipeline',
+        atomicity: 'composite',
+        steps: [
+          { classification: 'native:echo', input: { n: 1 } },
+          { classification: 'steps:record', input: 'pool' },
+          { classification: 'pg:inline' },
+        ],
+      },
+      true,
+    );
+    const output = await tracker.wait();
+    expect(output.stepResults.map((r) => r.status)).toEqual([
+      'succeeded',
+      'succeeded',
+      'succeeded',
+    ]);
+    expect(output.stepResults[2].output).toEqual({ cached: { n: 1 } });
+    const stored = await service.read(task.id);
+    expect(stored.currentStep).toBe(2);
+    expect(stored.stepResults).toEqual(output.stepResults);
+    const progress = (await service.events(task.id)).filter((e) => e.classification === 'progress');
+    expect(progress.map((e) => e.payload.currentStep)).toEqual([0, 0, 1, 1, 2, 2]);
+  });
+
+  test('a service restarted on the schema resumes what a producer left there', async () => {
+    const schema = newSchema();
+    const first = producer(schema);
+    const tasks = await first.pushMany(
+      Array.from({ length: 20 }, (_, i) => ({ classification: 'pg:later', input: i })),
+    );
+    await first.shutdown();
+    const second = producer(schema);
+    const ran = [];
+    second.register('pg:later', (input) => {
+      ran.push(input);
+      return input * 2;
+    });
+    await second.start();
+    await waitFor(
+      async () => (await second.list({ status: 'succeeded', limit: 100 })).length === tasks.length,
+      'the stored tasks to succeed',
+    );
+    expect(ran.sort((x, y) => x - y)).toEqual(tasks.map((_, i) => i));
+    expect((await second.read(tasks[3].id)).output).toBe(6);
+  });
+
+  test('retention purges ended tasks and their events from the schema', async () => {
+    const schema = newSchema();
+    const service = producer(schema, { retention: { completedMs: 50 } });
+    service.register('pg:short', () => 'done');
+    const { task, tracker } = await service.push({ classification: 'pg:short' }, true);
+    await tracker.wait();
+    await waitFor(
+      () =>
+        service.read(task.id).then(
+          () => false,
+          (err) => err instanceof TaskNotFoundError,
+        ),
+      'the ended task to be purged',
+    );
+    await expect(service.events(task.id)).rejects.toBeInstanceOf(TaskNotFoundError);
   });
 });
 
