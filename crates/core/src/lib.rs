@@ -39,6 +39,6 @@ pub use store::PostgresStore;
 #[cfg(feature = "sqlite")]
 pub use store::SqliteStore;
 pub use store::{
-    ClaimBatch, ClaimRequest, Claimed, DependencyFailure, MemoryStore, Numbering, Retention, Store,
-    Transition,
+    Applied, ClaimBatch, ClaimRequest, Claimed, DependencyFailure, MemoryStore, Numbering,
+    Retention, Store, Transition,
 };

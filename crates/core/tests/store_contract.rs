@@ -16,6 +16,7 @@ fn contract(make: impl Fn() -> Box<dyn Store>) {
     insert_get_list_and_events(&*make());
     update_is_compare_and_set(&*make());
     apply_refusals_change_nothing(&*make());
+    apply_many_applies_in_order_one_result_each(&*make());
     claim_order_priority_due_then_insertion(&*make());
     claim_stops_a_classification_without_room(&*make());
     claim_skips_held_locks_without_blocking_others(&*make());
@@ -124,6 +125,78 @@ fn finish(store: &dyn Store, id: &str, status: TaskStatus, now: i64) {
         .apply(id, &mut transition, &mut number)
         .unwrap()
         .unwrap();
+}
+
+fn apply_many_applies_in_order_one_result_each(store: &dyn Store) {
+    let seq = Cell::new(0);
+    let mut l = spec("a");
+    l.lock = Some("L".into());
+    let locked = task(store, &seq, l, 10);
+    let plain = task(store, &seq, spec("b"), 11);
+    let waiting = {
+        let mut s = spec("b");
+        s.dependencies = Some(vec![locked.id.to_string()]);
+        task(store, &seq, s, 12)
+    };
+    assert_eq!(claim(store, 10, 20, &any).len(), 2, "the dependent waits");
+    let number = Cell::new(100_u64);
+    let mut numbering = |t: &mut Task, drafts: Vec<EventDraft>| {
+        drafts
+            .into_iter()
+            .map(|d| {
+                number.set(number.get() + 1);
+                t.last_seq = number.get();
+                Event::from_draft(&t.id, number.get(), 30, d)
+            })
+            .collect()
+    };
+    let mut succeed = |t: &Task| state::succeed(t, t.lease_token, json!("done"), 30);
+    let mut again = |t: &Task| state::succeed(t, t.lease_token, json!("twice"), 30);
+    let mut fail = |t: &Task| {
+        state::fail(
+            t,
+            t.lease_token,
+            decaf_tasks_core::TaskError::new("x"),
+            30,
+            0.0,
+        )
+    };
+    let mut cancel = |t: &Task| state::cancel(t, None, 30);
+    let mut batch: Vec<(&str, decaf_tasks_core::Transition<'_>)> = vec![
+        (&locked.id, &mut succeed),
+        ("missing", &mut cancel),
+        (&plain.id, &mut fail),
+        // The second change of a task in one batch sees the first: it ended already.
+        (&locked.id, &mut again),
+    ];
+    let results = store.apply_many(&mut batch, &mut numbering);
+    assert_eq!(results.len(), 4);
+    let (status, events) = results[0].clone().unwrap().unwrap();
+    assert_eq!(status, TaskStatus::Succeeded);
+    assert_eq!(events.iter().map(|e| e.seq).collect::<Vec<_>>(), [101]);
+    assert!(results[1].is_err(), "a missing task fails alone");
+    let (status, events) = results[2].clone().unwrap().unwrap();
+    assert_eq!(status, TaskStatus::Failed);
+    assert_eq!(events[0].seq, 102);
+    assert!(results[3].clone().unwrap().is_err(), "refused: it ended");
+    assert_eq!(
+        store.get(&locked.id).unwrap().unwrap().output,
+        Some(json!("done"))
+    );
+    let stored: Vec<u64> = store
+        .events(&locked.id)
+        .unwrap()
+        .iter()
+        .map(|e| e.seq)
+        .collect();
+    assert_eq!(stored.last(), Some(&101));
+    // The lock was released and the dependency met: the dependent runs, another task on L too.
+    let mut l = spec("a");
+    l.lock = Some("L".into());
+    let next_on_l = task(store, &seq, l, 40);
+    let mut got = claim(store, 10, 50, &any);
+    got.sort();
+    assert_eq!(got, [waiting.id.to_string(), next_on_l.id.to_string()]);
 }
 
 fn insert_get_list_and_events(store: &dyn Store) {

@@ -26,7 +26,7 @@ use crate::model::{
 };
 use crate::spec;
 use crate::state::{self, Change, Refused, StepPosition, StopReason};
-use crate::store::Store;
+use crate::store::{Store, Transition};
 use native::NativeExecutor;
 
 /// The current time in ms since the epoch.
@@ -102,6 +102,27 @@ impl State {
     }
 }
 
+/// A transition of [`Shared::commit_many`].
+type BoxedTransition<'a> = Box<dyn FnMut(&Task) -> Result<Change, Refused> + 'a>;
+
+/// The transition that ends run `token` with `outcome`.
+fn outcome_transition(
+    token: u64,
+    outcome: &Outcome,
+    now: Millis,
+) -> impl FnMut(&Task) -> Result<Change, Refused> + '_ {
+    let unit = fastrand::f64();
+    move |task| match outcome {
+        Outcome::Succeed { output } => state::succeed(task, token, output.clone(), now),
+        Outcome::Fail { error } => state::fail(task, token, error.clone(), now, unit),
+        Outcome::Retry { reason } => state::retry(task, token, reason.clone(), now, unit),
+        Outcome::Cancel { reason } => state::cancel_run(task, token, reason.clone(), now),
+        Outcome::Reschedule { at, reason } => {
+            state::reschedule(task, token, *at, reason.clone(), now)
+        }
+    }
+}
+
 /// Engine internals shared by the public handle, the dispatcher and the native threads.
 pub(crate) struct Shared {
     config: EngineConfig,
@@ -160,6 +181,45 @@ impl Shared {
             }
             Err(refused) => Ok(Err(refused)),
         }
+    }
+
+    /// Applies several transitions in one store call ([`Store::apply_many`]: one write on a
+    /// database), then delivers all their events, in order. One result per item.
+    fn commit_many(
+        &self,
+        st: &mut State,
+        items: Vec<(&str, BoxedTransition<'_>)>,
+        now: Millis,
+    ) -> Vec<Result<Result<TaskStatus, Refused>>> {
+        let mut items = items;
+        let mut batch: Vec<(&str, Transition<'_>)> = items
+            .iter_mut()
+            .map(|(id, transition)| (*id, &mut **transition as Transition<'_>))
+            .collect();
+        let mut number = |task: &mut Task, drafts: Vec<EventDraft>| {
+            number_events(&mut st.seq, task, drafts, now)
+        };
+        let results = self.store.apply_many(&mut batch, &mut number);
+        let mut events = Vec::new();
+        let out = batch
+            .iter()
+            .zip(results)
+            .map(|((id, _), result)| match result {
+                Ok(Ok((status, mut evts))) => {
+                    if status.is_terminal() {
+                        st.watching.remove(*id);
+                    }
+                    events.append(&mut evts);
+                    Ok(Ok(status))
+                }
+                Ok(Err(refused)) => Ok(Err(refused)),
+                Err(err) => Err(err),
+            })
+            .collect();
+        if !events.is_empty() {
+            self.sink.deliver(events);
+        }
+        out
     }
 
     /// Forgets the run `token` of `id` (if it is the current one) and frees its slot; the
@@ -247,17 +307,41 @@ impl Shared {
     }
 
     /// Records many outcomes under one lock, then refills the freed slots in one claim.
+    /// The first store failure, if any, is returned after the other outcomes were recorded
+    /// (the failed runs keep their lease: they are retried when it expires).
     pub(crate) fn report_many(&self, reports: &[(String, u64, Outcome)]) -> Result<Vec<bool>> {
         let now = now_ms();
         let mut st = self.state.lock();
+        for (id, token, _) in reports {
+            self.forget_overdue(&mut st, id, *token);
+        }
+        let items = reports
+            .iter()
+            .map(|(id, token, outcome)| {
+                let transition: BoxedTransition<'_> =
+                    Box::new(outcome_transition(*token, outcome, now));
+                (id.as_str(), transition)
+            })
+            .collect();
+        let results = self.commit_many(&mut st, items, now);
         let mut accepted = Vec::with_capacity(reports.len());
-        for (id, token, outcome) in reports {
-            accepted.push(self.record(&mut st, id, *token, outcome, now)?);
+        let mut failure = None;
+        for ((id, token, _), result) in reports.iter().zip(results) {
+            match result {
+                Ok(result) => accepted.push(self.recorded(&mut st, id, *token, result)),
+                Err(err) => {
+                    failure.get_or_insert(err);
+                    accepted.push(false);
+                }
+            }
         }
         if accepted.contains(&true) {
             self.refill(&mut st);
         }
-        Ok(accepted)
+        match failure {
+            Some(err) => Err(err),
+            None => Ok(accepted),
+        }
     }
 
     /// Ends run `token` of `id` with `outcome` (if the token is current) and frees its slot.
@@ -269,21 +353,28 @@ impl Shared {
         outcome: &Outcome,
         now: Millis,
     ) -> Result<bool> {
+        self.forget_overdue(st, id, token);
+        let result = self.commit(st, id, now, outcome_transition(token, outcome, now))?;
+        Ok(self.recorded(st, id, token, result))
+    }
+
+    /// A timed-out run came back, late: its executor is not stuck.
+    fn forget_overdue(&self, st: &mut State, id: &str, token: u64) {
         if !st.overdue.is_empty() {
-            // A timed-out run came back, late: its executor is not stuck.
             st.overdue
                 .retain(|o| !(o.token == token && &*o.task_id == id));
         }
-        let unit = fastrand::f64();
-        let result = self.commit(st, id, now, |task| match outcome {
-            Outcome::Succeed { output } => state::succeed(task, token, output.clone(), now),
-            Outcome::Fail { error } => state::fail(task, token, error.clone(), now, unit),
-            Outcome::Retry { reason } => state::retry(task, token, reason.clone(), now, unit),
-            Outcome::Cancel { reason } => state::cancel_run(task, token, reason.clone(), now),
-            Outcome::Reschedule { at, reason } => {
-                state::reschedule(task, token, *at, reason.clone(), now)
-            }
-        })?;
+    }
+
+    /// The outcome of run `token` of `id` was committed (or refused): frees its slot.
+    /// Whether it was recorded.
+    fn recorded(
+        &self,
+        st: &mut State,
+        id: &str,
+        token: u64,
+        result: Result<TaskStatus, Refused>,
+    ) -> bool {
         match result {
             Ok(status) => {
                 if status.is_timed() {
@@ -291,11 +382,11 @@ impl Shared {
                     self.wake();
                 }
                 self.end_run(st, id, Some(token));
-                Ok(true)
+                true
             }
             Err(refused) => {
                 tracing::debug!(task = id, token, %refused, "late or stale result dropped");
-                Ok(false)
+                false
             }
         }
     }

@@ -22,6 +22,10 @@ use crate::state::{Change, Refused};
 /// [`crate::state`]).
 pub type Transition<'a> = &'a mut dyn FnMut(&Task) -> Result<Change, Refused>;
 
+/// What [`Store::apply`] did: the new status and the events, or why the transition was
+/// refused.
+pub type Applied = Result<(TaskStatus, Vec<Event>), Refused>;
+
 /// Numbers the drafts of a change into events (the engine's sequence, after the task's
 /// `last_seq`), and sets the task's `last_seq`: call it on the record about to be written.
 pub type Numbering<'a> = &'a mut dyn FnMut(&mut Task, Vec<EventDraft>) -> Vec<Event>;
@@ -131,7 +135,7 @@ pub trait Store: Send + Sync {
         id: &str,
         transition: Transition<'_>,
         number: Numbering<'_>,
-    ) -> Result<Result<(TaskStatus, Vec<Event>), Refused>> {
+    ) -> Result<Applied> {
         loop {
             let current = self
                 .get(id)?
@@ -147,6 +151,21 @@ pub trait Store: Send + Sync {
                 return Ok(Ok((status, events)));
             }
         }
+    }
+
+    /// Applies several transitions, each as [`Store::apply`] would, in order (their events
+    /// numbered in that order; a task named twice sees its first change). One result per
+    /// item, whatever happened to the others: a store that writes them in one transaction
+    /// fails them all together. The default applies them one by one.
+    fn apply_many(
+        &self,
+        batch: &mut [(&str, Transition<'_>)],
+        number: Numbering<'_>,
+    ) -> Vec<Result<Applied>> {
+        batch
+            .iter_mut()
+            .map(|(id, transition)| self.apply(id, &mut **transition, &mut *number))
+            .collect()
     }
 
     /// Appends events that change no record (progress).

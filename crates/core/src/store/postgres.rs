@@ -31,20 +31,20 @@ mod queue;
 mod rows;
 mod schema;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
 
-use super::{ClaimBatch, ClaimRequest, Claimed, Numbering, Retention, Store, Transition};
+use super::{Applied, ClaimBatch, ClaimRequest, Claimed, Numbering, Retention, Store, Transition};
 use crate::deps::DepRef;
 use crate::error::{EngineError, Result};
 use crate::event::Event;
-use crate::model::{ListFilter, Millis, Task, TaskStatus};
+use crate::model::{ListFilter, Millis, Task, TaskId, TaskStatus};
 use crate::state::Refused;
 use conn::{Connector, Db, Main, Param};
 use listen::{Feed, Range, Seen};
-use rows::{decode_event, decode_task, exists, load, Lock, Written};
+use rows::{decode_event, decode_task, exists, load, Lock, Replacement, Written};
 
 /// Most tasks one purge deletes (the next purge goes on).
 const PURGE_BATCH: i64 = 10_000;
@@ -263,15 +263,25 @@ fn history(
     let (last_id, unread) = feed.unread();
     let floor = unread.iter().map(|r| r.first - 1).fold(last_id, i64::min);
     let ids: Vec<&str> = claimed.iter().map(|c| &*c.task.id).collect();
-    let rows = db.rows(
+    // Filtered by id and ordered here, not in the query: a condition or an order on the
+    // event id there can lead the planner to walk the event table by id from `floor` (the
+    // whole table while no other process wrote) rather than look the few tasks up.
+    let mut rows = Vec::new();
+    for row in db.rows(
         "SELECT id, origin, task_id, event FROM task_event
-         WHERE task_id = ANY($1) AND origin <> $2 AND id > $3 ORDER BY id",
-        &[&ids, &origin, &floor],
-    )?;
+         WHERE task_id = ANY($1) AND origin <> $2",
+        &[&ids, &origin],
+    )? {
+        let id: i64 = db.get(&row, 0)?;
+        if id > floor {
+            rows.push((id, row));
+        }
+    }
+    rows.sort_unstable_by_key(|(id, _)| *id);
     let mut early: Vec<(String, Event)> = Vec::new();
     let mut returned = Vec::new();
-    for row in &rows {
-        let id: i64 = db.get(row, 0)?;
+    for (id, row) in &rows {
+        let id = *id;
         let from: String = db.get(row, 1)?;
         let unheard = id > last_id
             || unread
@@ -453,6 +463,71 @@ impl Store for PostgresStore {
             rows::replace(db, written, seq, &old, &change.task, &events)?;
             Ok(Ok((status, events)))
         })
+    }
+
+    fn apply_many(
+        &self,
+        batch: &mut [(&str, Transition<'_>)],
+        number: Numbering<'_>,
+    ) -> Vec<Result<Applied>> {
+        if let [(id, transition)] = batch {
+            return vec![self.apply(id, &mut **transition, number)];
+        }
+        // One transaction: the rows locked in one statement (in id order, as everywhere),
+        // the transitions applied in order, the rows written and the events stored at once.
+        let done = self.writing(true, |db, written| {
+            let mut ids: Vec<&str> = batch.iter().map(|(id, _)| *id).collect();
+            ids.sort_unstable();
+            ids.dedup();
+            let rows = db.rows(
+                "SELECT seq, record FROM task WHERE id = ANY($1) ORDER BY id FOR UPDATE",
+                &[&ids],
+            )?;
+            // Per task: its row, the stored record and the changed one.
+            let mut tasks: HashMap<TaskId, (i64, Task, Option<Task>)> = HashMap::new();
+            for row in &rows {
+                let seq: i64 = db.get(row, 0)?;
+                let text: String = db.get(row, 1)?;
+                let task = decode_task(&text)?;
+                tasks.insert(TaskId::clone(&task.id), (seq, task, None));
+            }
+            let mut out = Vec::with_capacity(batch.len());
+            for (id, transition) in batch.iter_mut() {
+                let Some((_, stored, changed)) = tasks.get_mut(*id) else {
+                    out.push(Err(EngineError::NotFound((*id).to_owned())));
+                    continue;
+                };
+                let current = changed.as_ref().unwrap_or(stored);
+                match transition(current) {
+                    Err(refused) => out.push(Ok(Err(refused))),
+                    Ok(mut change) => {
+                        change.task.version = current.version + 1;
+                        let status = change.task.status;
+                        let events = number(&mut change.task, change.events);
+                        written.events.extend_from_slice(&events);
+                        *changed = Some(change.task);
+                        out.push(Ok(Ok((status, events))));
+                    }
+                }
+            }
+            let mut replacements: Vec<Replacement<'_>> = tasks
+                .values()
+                .filter_map(|(seq, old, new)| {
+                    new.as_ref().map(|task| Replacement {
+                        seq: *seq,
+                        old,
+                        task,
+                    })
+                })
+                .collect();
+            replacements.sort_unstable_by_key(|r| r.seq);
+            rows::replace_many(db, written, &replacements)?;
+            Ok(out)
+        });
+        match done {
+            Ok(out) => out,
+            Err(err) => batch.iter().map(|_| Err(err.clone())).collect(),
+        }
     }
 
     fn append_events(&self, events: &[Event]) -> Result<()> {

@@ -9,9 +9,10 @@ use postgres::Row;
 
 use super::conn::Db;
 use super::queue::{locks_are_free, status_of};
-use super::rows::{decode_task, replace, Written};
+use super::rows::{decode_task, replace_many, Replacement, Written};
+use super::to_i64;
 use crate::error::{EngineError, Result};
-use crate::model::Millis;
+use crate::model::{Millis, Task};
 use crate::state;
 use crate::store::{ClaimBatch, ClaimRequest, Claimed, DependencyFailure};
 
@@ -35,8 +36,9 @@ pub(super) fn claim(
              RETURNING 1)
          SELECT (SELECT count(*) FROM promoted), f.task_id, f.depends_on, f.failed
          FROM (SELECT 1) AS one
-         LEFT JOIN (SELECT d.task_id, d.depends_on, d.failed, d.failed_seq, t.seq
-                    FROM task_dependency d JOIN task t ON t.id = d.task_id
+         LEFT JOIN (SELECT d.task_id, d.depends_on, d.failed, d.failed_seq,
+                           (SELECT t.seq FROM task t WHERE t.id = d.task_id) AS seq
+                    FROM task_dependency d
                     WHERE d.failed_seq IS NOT NULL) AS f ON true
          ORDER BY f.failed_seq, f.seq",
         &[&request.now],
@@ -57,12 +59,16 @@ pub(super) fn claim(
 /// Runnable order: higher priority, earlier due time, older insertion (`seq`).
 type Order = (Reverse<i32>, Millis, i64);
 
-/// A task a claim considers, as its queue lists it.
-#[derive(Debug, Clone)]
+/// A task a claim considers, as its queue lists it: its row is locked by the claim's
+/// transaction (`FOR UPDATE SKIP LOCKED`), so no other claim takes it meanwhile.
+#[derive(Debug)]
 struct Candidate {
     seq: i64,
     priority: i32,
     due_at: Millis,
+    record: String,
+    lock_key: Option<String>,
+    step_lock: Option<String>,
 }
 
 impl Candidate {
@@ -75,9 +81,15 @@ impl Candidate {
             seq: db.get(row, 0)?,
             priority: db.get(row, 1)?,
             due_at: db.get(row, 2)?,
+            record: db.get(row, 3)?,
+            lock_key: db.get(row, 4)?,
+            step_lock: db.get(row, 5)?,
         })
     }
 }
+
+/// The candidates' columns a page reads.
+const COLUMNS: &str = "seq, priority, due_at, record, lock_key, step_lock";
 
 /// A claim's place in the `ready` queue of one classification.
 struct Cursor<'a> {
@@ -85,8 +97,8 @@ struct Cursor<'a> {
     /// `false` once no executor has room for the classification.
     open: bool,
     page: VecDeque<Candidate>,
-    /// The last candidate read: the next page starts after it.
-    last: Option<Candidate>,
+    /// Where the last page read ended: the next one starts after it.
+    last: Option<Order>,
     exhausted: bool,
 }
 
@@ -101,51 +113,85 @@ impl<'a> Cursor<'a> {
         }
     }
 
-    /// The next candidate, reading a page when needed.
-    fn head(&mut self, db: &mut Db<'_, '_>) -> Result<Option<&Candidate>> {
+    /// Reads and locks the first page of every cursor, in one query.
+    fn prime(db: &mut Db<'_, '_>, cursors: &mut [Cursor<'_>], size: i64) -> Result<()> {
+        let size = size.clamp(1, PAGE);
+        let names: Vec<&str> = cursors.iter().map(|c| c.classification).collect();
+        let rows = db.rows(
+            &format!(
+                "SELECT {COLUMNS}, c.name FROM unnest($1::text[]) AS c(name),
+                 LATERAL (SELECT {COLUMNS} FROM task
+                          WHERE queue = 'ready' AND run_class = c.name
+                          ORDER BY priority DESC, due_at, seq LIMIT $2
+                          FOR UPDATE SKIP LOCKED) AS t"
+            ),
+            &[&names, &size],
+        )?;
+        let mut pages: Vec<Vec<&Row>> = vec![Vec::new(); cursors.len()];
+        for row in &rows {
+            let name: String = db.get(row, 6)?;
+            if let Some(i) = names.iter().position(|n| *n == name) {
+                pages[i].push(row);
+            }
+        }
+        for (cursor, page) in cursors.iter_mut().zip(pages) {
+            cursor.take(db, &page, size)?;
+        }
+        Ok(())
+    }
+
+    /// The next candidate, reading a page of at most `want` rows when needed.
+    fn head(&mut self, db: &mut Db<'_, '_>, want: i64) -> Result<Option<&Candidate>> {
         if self.page.is_empty() && !self.exhausted {
-            self.read_page(db)?;
+            self.read_page(db, want.clamp(1, PAGE))?;
         }
         Ok(self.page.front())
     }
 
-    fn read_page(&mut self, db: &mut Db<'_, '_>) -> Result<()> {
+    /// Reads and locks the next `size` ready rows, skipping those other claims hold.
+    fn read_page(&mut self, db: &mut Db<'_, '_>, size: i64) -> Result<()> {
         let class = self.classification;
-        let Some(last) = &self.last else {
+        let Some((Reverse(priority), due_at, seq)) = self.last else {
             let rows = db.rows(
-                "SELECT seq, priority, due_at FROM task
-                 WHERE queue = 'ready' AND run_class = $1
-                 ORDER BY priority DESC, due_at, seq LIMIT $2",
-                &[&class, &PAGE],
+                &format!(
+                    "SELECT {COLUMNS} FROM task
+                     WHERE queue = 'ready' AND run_class = $1
+                     ORDER BY priority DESC, due_at, seq LIMIT $2 FOR UPDATE SKIP LOCKED"
+                ),
+                &[&class, &size],
             )?;
-            return self.take(db, &rows);
+            return self.take(db, &rows.iter().collect::<Vec<_>>(), size);
         };
         // The rest of the last priority, then the lower ones (two index ranges).
-        let (priority, due_at, seq) = (last.priority, last.due_at, last.seq);
         let mut rows = db.rows(
-            "SELECT seq, priority, due_at FROM task
-             WHERE queue = 'ready' AND run_class = $1 AND priority = $2
-               AND (due_at, seq) > ($3, $4)
-             ORDER BY due_at, seq LIMIT $5",
-            &[&class, &priority, &due_at, &seq, &PAGE],
+            &format!(
+                "SELECT {COLUMNS} FROM task
+                 WHERE queue = 'ready' AND run_class = $1 AND priority = $2
+                   AND (due_at, seq) > ($3, $4)
+                 ORDER BY due_at, seq LIMIT $5 FOR UPDATE SKIP LOCKED"
+            ),
+            &[&class, &priority, &due_at, &seq, &size],
         )?;
-        if (rows.len() as i64) < PAGE {
+        if (rows.len() as i64) < size {
+            let rest = size - rows.len() as i64;
             rows.extend(db.rows(
-                "SELECT seq, priority, due_at FROM task
-                 WHERE queue = 'ready' AND run_class = $1 AND priority < $2
-                 ORDER BY priority DESC, due_at, seq LIMIT $3",
-                &[&class, &priority, &PAGE],
+                &format!(
+                    "SELECT {COLUMNS} FROM task
+                     WHERE queue = 'ready' AND run_class = $1 AND priority < $2
+                     ORDER BY priority DESC, due_at, seq LIMIT $3 FOR UPDATE SKIP LOCKED"
+                ),
+                &[&class, &priority, &rest],
             )?);
         }
-        self.take(db, &rows)
+        self.take(db, &rows.iter().collect::<Vec<_>>(), size)
     }
 
     /// Queues a page read; a short one was the last.
-    fn take(&mut self, db: &mut Db<'_, '_>, rows: &[Row]) -> Result<()> {
-        self.exhausted = (rows.len() as i64) < PAGE;
+    fn take(&mut self, db: &mut Db<'_, '_>, rows: &[&Row], size: i64) -> Result<()> {
+        self.exhausted = (rows.len() as i64) < size;
         for row in rows {
             let candidate = Candidate::read(db, row)?;
-            self.last = Some(candidate.clone());
+            self.last = Some(candidate.order());
             self.page.push_back(candidate);
         }
         Ok(())
@@ -155,7 +201,7 @@ impl<'a> Cursor<'a> {
 /// Takes tasks from the classifications' `ready` queues in runnable order, each
 /// classification as long as `reserve` finds room for it. A candidate another claim is
 /// taking (its row locked) or whose lock is held is passed over (it keeps its place); the
-/// tasks behind it are still taken.
+/// tasks behind it are still taken. The taken rows are written together at the end.
 fn claim_ready(
     db: &mut Db<'_, '_>,
     written: &mut Written,
@@ -169,13 +215,19 @@ fn claim_ready(
     names.sort_unstable();
     names.dedup();
     let mut cursors: Vec<Cursor<'_>> = names.into_iter().map(Cursor::new).collect();
+    Cursor::prime(db, &mut cursors, to_i64(request.limit))?;
+    // (row, stored record) of each taken task, in the order of `claimed`.
+    let mut taken: Vec<(i64, Task)> = Vec::new();
+    // Lock keys taken by this claim: their rows are written at the end.
+    let mut taken_locks: HashSet<String> = HashSet::new();
     while claimed.len() < request.limit {
+        let want = to_i64(request.limit - claimed.len());
         let mut best: Option<(usize, Order)> = None;
         for (i, cursor) in cursors.iter_mut().enumerate() {
             if !cursor.open {
                 continue;
             }
-            if let Some(order) = cursor.head(db)?.map(Candidate::order) {
+            if let Some(order) = cursor.head(db, want)?.map(Candidate::order) {
                 if best.is_none_or(|(_, b)| order < b) {
                     best = Some((i, order));
                 }
@@ -187,20 +239,15 @@ fn claim_ready(
         let Some(candidate) = cursor.page.pop_front() else {
             break;
         };
-        // Still ready (not claimed by a claim that committed since the page was read)
-        // and not being taken by another claim.
-        let Some(row) = db.row(
-            "SELECT record, lock_key, step_lock, id FROM task
-             WHERE seq = $1 AND queue = 'ready' FOR UPDATE SKIP LOCKED",
-            &[&candidate.seq],
-        )?
-        else {
+        let locks = [
+            candidate.lock_key.as_deref(),
+            candidate.step_lock.as_deref(),
+        ];
+        if locks.iter().flatten().any(|l| taken_locks.contains(*l)) {
             continue;
-        };
-        let lock_key: Option<String> = db.get(&row, 1)?;
-        let step_lock: Option<String> = db.get(&row, 2)?;
-        let id: String = db.get(&row, 3)?;
-        if !locks_are_free(db, &id, [lock_key.as_deref(), step_lock.as_deref()])? {
+        }
+        let old = decode_task(&candidate.record)?;
+        if !locks_are_free(db, &old.id, locks)? {
             continue;
         }
         if !(request.reserve)(cursor.classification) {
@@ -208,18 +255,28 @@ fn claim_ready(
             cursor.open = false;
             continue;
         }
-        let record: String = db.get(&row, 0)?;
-        let old = decode_task(&record)?;
         let mut change = state::claim(&old, request.owner, request.now, request.lease_ms)
             .map_err(|e| EngineError::Internal(format!("claim of ready task {}: {e}", old.id)))?;
         change.task.version = old.version + 1;
         let events = (request.number)(&mut change.task, change.events);
-        replace(db, written, candidate.seq, &old, &change.task, &events)?;
+        taken_locks.extend(locks.into_iter().flatten().map(str::to_owned));
+        written.events.extend_from_slice(&events);
+        taken.push((candidate.seq, old));
         claimed.push(Claimed {
             task: change.task,
             events,
         });
     }
+    let replacements: Vec<Replacement<'_>> = taken
+        .iter()
+        .zip(&claimed)
+        .map(|((seq, old), c)| Replacement {
+            seq: *seq,
+            old,
+            task: &c.task,
+        })
+        .collect();
+    replace_many(db, written, &replacements)?;
     Ok(claimed)
 }
 

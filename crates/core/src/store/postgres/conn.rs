@@ -122,6 +122,11 @@ impl Connector {
     }
 
     /// A new connection, its `search_path` set to the schema.
+    ///
+    /// Its statements are planned for their parameters at each run
+    /// (`plan_cache_mode = force_custom_plan`): a generic plan made while a new schema's
+    /// tables were small (or not analyzed yet) would keep scanning them whole as they grow,
+    /// and array parameters (`= ANY($1)`) are planned for their real length.
     pub(super) fn open(&self) -> Result<Client> {
         let mut client = self.config.connect(NoTls).map_err(|e| {
             EngineError::Store(format!(
@@ -131,10 +136,13 @@ impl Connector {
             ))
         })?;
         client
-            .batch_execute(&format!("SET search_path TO \"{}\"", self.schema))
+            .batch_execute(&format!(
+                "SET search_path TO \"{}\"; SET plan_cache_mode TO force_custom_plan",
+                self.schema
+            ))
             .map_err(|e| {
                 EngineError::Store(format!(
-                    "PostgreSQL at {}: cannot set the search path: {}",
+                    "PostgreSQL at {}: cannot set the search path and plan cache mode: {}",
                     self.target,
                     describe(&e)
                 ))

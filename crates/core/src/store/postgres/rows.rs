@@ -2,6 +2,8 @@
 //! dependencies right. Events a transaction stores are gathered in [`Written`] and
 //! written, with the notification to the other processes, just before it commits.
 
+use std::collections::HashSet;
+
 use super::conn::{Db, Param};
 use super::queue::{columns, dependency_state, held_locks, may_block, queue_of, waits_for, Queue};
 use crate::deps::{self, DepRef, DepState};
@@ -139,9 +141,7 @@ pub(super) fn insert(
             "a task id of this insert already exists (stored meanwhile by another process)".into(),
         ));
     }
-    for task in tasks {
-        take_locks(db, task)?;
-    }
+    take_locks(db, &tasks.iter().collect::<Vec<_>>())?;
     written.wakes = true;
     written.events.extend_from_slice(events);
     Ok(())
@@ -195,34 +195,94 @@ pub(super) fn replace(
     task: &Task,
     events: &[Event],
 ) -> Result<()> {
-    let ends = task.status.is_terminal() && !old.status.is_terminal();
-    let moved_on = task.current_step != old.current_step;
-    if !task.status.is_terminal() && !waits_for(old).eq(waits_for(task)) {
-        record_dependencies(db, task, written, false)?;
+    replace_many(db, written, &[Replacement { seq, old, task }])?;
+    written.events.extend_from_slice(events);
+    Ok(())
+}
+
+/// One row a write replaces: the stored `old` (row `seq`, locked by this transaction)
+/// becomes `task`.
+pub(super) struct Replacement<'a> {
+    pub(super) seq: i64,
+    pub(super) old: &'a Task,
+    pub(super) task: &'a Task,
+}
+
+/// Replaces several rows (each once) in a few statements whatever their number: the
+/// rows are written, the ending tasks stop waiting, the locks of runs that ended are
+/// released and those of new runs taken, and the dependents of the tasks that ended or
+/// moved on are judged again. The caller stores the events.
+pub(super) fn replace_many(
+    db: &mut Db<'_, '_>,
+    written: &mut Written,
+    rows: &[Replacement<'_>],
+) -> Result<()> {
+    if rows.is_empty() {
+        return Ok(());
     }
-    let record = encode(task)?;
-    let queue = queue_of(task, is_blocked(db, task)?).map(Queue::as_str);
-    let c = columns(task);
-    let (held, holds) = (held_locks(old), held_locks(task));
-    let release = held != holds && !held.is_empty();
-    let progress = ends || moved_on;
-    // One statement: an ending task stops waiting, a run's locks are released, the row
-    // is written, and the dependents to judge again are read.
+    // What a task waits for changes when a composite moves to a step with `dependsOn`.
+    for r in rows {
+        if !r.task.status.is_terminal() && !waits_for(r.old).eq(waits_for(r.task)) {
+            record_dependencies(db, r.task, written, false)?;
+        }
+    }
+    let blocked = blocked_among(db, rows.iter().map(|r| r.task))?;
+    let mut columns_of = NewRows::default();
+    let mut seqs = Vec::with_capacity(rows.len());
+    let (mut ended, mut released, mut progressed) = (Vec::new(), Vec::new(), Vec::new());
+    let mut taking = Vec::new();
+    for r in rows {
+        let (old, task) = (r.old, r.task);
+        let ends = task.status.is_terminal() && !old.status.is_terminal();
+        let moved_on = task.current_step != old.current_step;
+        let (held, holds) = (held_locks(old), held_locks(task));
+        if held != holds {
+            if !held.is_empty() {
+                released.push(&*task.id);
+            }
+            taking.push(task);
+        }
+        if ends {
+            ended.push(&*task.id);
+        }
+        if ends || moved_on {
+            progressed.push(&*task.id);
+        }
+        seqs.push(r.seq);
+        columns_of.push(task, queue_of(task, blocked.contains(&*task.id)))?;
+        written.wakes |= ends
+            || moved_on
+            || held != holds
+            || old.status != task.status
+            || old.is_leased() != task.is_leased()
+            || old.due_at() != task.due_at()
+            || old.priority != task.priority;
+    }
+    let c = &columns_of;
+    // One statement: ending tasks stop waiting, ended runs' locks are released, the rows
+    // are written, and the dependents to judge again are read.
     let dependents = db.rows(
-        "WITH waited AS (DELETE FROM task_dependency WHERE $14 AND task_id = $15),
-              released AS (DELETE FROM task_lock WHERE $16 AND task_id = $15),
+        "WITH waited AS (DELETE FROM task_dependency WHERE task_id = ANY($14)),
+              released AS (DELETE FROM task_lock WHERE task_id = ANY($15)),
               written AS (
-                  UPDATE task SET record = $2, queue = $3, status = $4, classification = $5,
-                                  run_class = $6, priority = $7, due_at = $8, lock_key = $9,
-                                  step_lock = $10, lease_expiry = $11, ended_at = $12,
-                                  version = $13
-                  WHERE seq = $1)
-         SELECT task_id, depends_on FROM task_dependency
-         WHERE $17 AND target = $15 ORDER BY task_id, depends_on",
+                  UPDATE task SET record = u.record, queue = u.queue, status = u.status,
+                                  classification = u.classification, run_class = u.run_class,
+                                  priority = u.priority, due_at = u.due_at,
+                                  lock_key = u.lock_key, step_lock = u.step_lock,
+                                  lease_expiry = u.lease_expiry, ended_at = u.ended_at,
+                                  version = u.version
+                  FROM unnest($1::int8[], $2::text[], $3::text[], $4::text[], $5::text[],
+                              $6::text[], $7::int4[], $8::int8[], $9::text[], $10::text[],
+                              $11::int8[], $12::int8[], $13::int8[])
+                       AS u(seq, record, queue, status, classification, run_class, priority,
+                            due_at, lock_key, step_lock, lease_expiry, ended_at, version)
+                  WHERE task.seq = u.seq)
+         SELECT target, task_id, depends_on FROM task_dependency
+         WHERE target = ANY($16) ORDER BY target, task_id, depends_on",
         &[
-            &seq,
-            &record,
-            &queue,
+            &seqs,
+            &c.record,
+            &c.queue,
             &c.status,
             &c.classification,
             &c.run_class,
@@ -233,39 +293,72 @@ pub(super) fn replace(
             &c.lease_expiry,
             &c.ended_at,
             &c.version,
-            &ends,
-            &&*task.id,
-            &release,
-            &progress,
+            &ended,
+            &released,
+            &progressed,
         ],
     )?;
-    if held != holds {
-        take_locks(db, task)?;
+    take_locks(db, &taking)?;
+    if dependents.is_empty() {
+        return Ok(());
     }
-    if !dependents.is_empty() {
-        progress_dependents(db, task, &dependents, written)?;
+    let mut by_target: Vec<(String, Vec<(String, String)>)> = Vec::new();
+    for row in &dependents {
+        let target: String = db.get(row, 0)?;
+        let pair = (db.get(row, 1)?, db.get(row, 2)?);
+        match by_target.last_mut() {
+            Some((t, pairs)) if *t == target => pairs.push(pair),
+            _ => by_target.push((target, vec![pair])),
+        }
     }
-    written.wakes |= ends
-        || moved_on
-        || held != holds
-        || old.status != task.status
-        || old.is_leased() != task.is_leased()
-        || old.due_at() != task.due_at()
-        || old.priority != task.priority;
-    written.events.extend_from_slice(events);
+    for r in rows {
+        if let Some((_, pairs)) = by_target.iter().find(|(t, _)| *t == *r.task.id) {
+            progress_dependents(db, r.task, pairs, written)?;
+        }
+    }
     Ok(())
 }
 
-/// Takes the locks of a run in flight (a claim checked they were free).
-fn take_locks(db: &mut Db<'_, '_>, task: &Task) -> Result<()> {
-    for key in held_locks(task) {
-        db.exec(
-            "INSERT INTO task_lock (lock_key, task_id) VALUES ($1, $2)
-             ON CONFLICT (lock_key) DO UPDATE SET task_id = EXCLUDED.task_id",
-            &[&key, &&*task.id],
-        )?;
+/// Takes the locks of runs in flight (a claim checked they were free), in one statement.
+fn take_locks(db: &mut Db<'_, '_>, tasks: &[&Task]) -> Result<()> {
+    let mut keys: Vec<&str> = Vec::new();
+    let mut owners: Vec<&str> = Vec::new();
+    for task in tasks {
+        for key in held_locks(task) {
+            if let Some(i) = keys.iter().position(|k| *k == key) {
+                owners[i] = &task.id;
+            } else {
+                keys.push(key);
+                owners.push(&task.id);
+            }
+        }
     }
+    if keys.is_empty() {
+        return Ok(());
+    }
+    db.exec(
+        "INSERT INTO task_lock (lock_key, task_id)
+         SELECT * FROM unnest($1::text[], $2::text[])
+         ON CONFLICT (lock_key) DO UPDATE SET task_id = EXCLUDED.task_id",
+        &[&keys, &owners],
+    )?;
     Ok(())
+}
+
+/// The ids among `tasks` that wait for a dependency (see [`is_blocked`]), in one query.
+fn blocked_among<'t>(
+    db: &mut Db<'_, '_>,
+    tasks: impl Iterator<Item = &'t Task>,
+) -> Result<HashSet<String>> {
+    let ids: Vec<&str> = tasks.filter(|t| may_block(t)).map(|t| &*t.id).collect();
+    if ids.is_empty() {
+        return Ok(HashSet::new());
+    }
+    let rows = db.rows(
+        "SELECT DISTINCT task_id FROM task_dependency WHERE task_id = ANY($1)",
+        &[&ids],
+    )?;
+    rows.iter().map(|row| db.get(row, 0)).collect()
 }
 
 /// Whether `task` waits for a dependency (only a pending or scheduled task, or a composite
@@ -327,31 +420,29 @@ fn record_dependencies(
 /// judged again. Met dependencies are dropped (a task with none left is queued); those
 /// that can no longer succeed are marked for the claims to hand over.
 ///
-/// `rows`: `(task_id, depends_on)` of the dependencies on `target`, by task id. Each
+/// `pairs`: `(task_id, depends_on)` of the dependencies on `target`, by task id. Each
 /// dependent's row is locked before its dependencies are touched, in the order of their
 /// ids, as every transaction that changes a task locks its row first.
 fn progress_dependents(
     db: &mut Db<'_, '_>,
     target: &Task,
-    rows: &[postgres::Row],
+    pairs: &[(String, String)],
     written: &mut Written,
 ) -> Result<()> {
-    let mut waiting: Vec<(String, Vec<String>)> = Vec::new();
-    for row in rows {
-        let task_id: String = db.get(row, 0)?;
-        let dependency: String = db.get(row, 1)?;
+    let mut waiting: Vec<(&str, Vec<&str>)> = Vec::new();
+    for (task_id, dependency) in pairs {
         match waiting.last_mut() {
             Some((id, deps)) if *id == task_id => deps.push(dependency),
             _ => waiting.push((task_id, vec![dependency])),
         }
     }
     for (task_id, dependencies) in waiting {
-        let Some((seq, task)) = load(db, &task_id, Lock::Update)? else {
+        let Some((seq, task)) = load(db, task_id, Lock::Update)? else {
             continue;
         };
         let mut met = false;
         for dependency in dependencies {
-            match deps::state_of(DepRef::parse(&dependency), target) {
+            match deps::state_of(DepRef::parse(dependency), target) {
                 DepState::Waiting => {}
                 DepState::Failed(status) => {
                     db.exec(
