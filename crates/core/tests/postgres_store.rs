@@ -754,3 +754,35 @@ fn a_cancel_on_one_engine_stops_the_run_on_the_other_and_frees_its_slot() {
     a.shutdown(Duration::from_secs(5)).unwrap();
     b.shutdown(Duration::from_secs(5)).unwrap();
 }
+
+/// The planner's idea of the task table's size (-1: never analyzed).
+fn planned_tasks(schema: &Schema) -> f32 {
+    pg::client()
+        .query_one(
+            "SELECT c.reltuples FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+             WHERE n.nspname = $1 AND c.relname = 'task'",
+            &[&schema.name],
+        )
+        .unwrap()
+        .get(0)
+}
+
+#[test]
+fn a_store_analyzes_its_tables_as_they_grow() {
+    let schema = Schema::new();
+    let store = schema.store("growing");
+    let batch = |from: usize, n: usize| {
+        let tasks: Vec<Task> = (from..from + n)
+            .map(|i| state::create(spec("x"), format!("t{i}").as_str().into(), 10).task)
+            .collect();
+        store.insert(&tasks, &[]).unwrap();
+    };
+    batch(0, 900);
+    assert!(
+        planned_tasks(&schema) < 900.0,
+        "analyzed before it grew (autovacuum?)"
+    );
+    batch(900, 200);
+    // Written by the ANALYZE the store ran after the write that crossed 1000 rows.
+    assert_eq!(planned_tasks(&schema), 1100.0);
+}

@@ -32,6 +32,7 @@ mod rows;
 mod schema;
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
@@ -51,6 +52,9 @@ const PURGE_BATCH: i64 = 10_000;
 /// Longest origin accepted: it goes into every notification, which PostgreSQL limits to
 /// 8000 bytes.
 const MAX_ORIGIN: usize = 1024;
+/// Rows (tasks and events) a store writes before it analyzes its tables the first time;
+/// then it does again each time it wrote as many again (see [`Growth`]).
+const ANALYZE_FIRST: u64 = 1_000;
 /// Most events one catch-up after a reconnection of the listener reads.
 const CATCH_UP_BATCH: i64 = 10_000;
 
@@ -78,6 +82,29 @@ pub struct PostgresStore {
     origin: String,
     /// What the listener heard (once subscribed).
     feed: Mutex<Option<Arc<Feed>>>,
+    growth: Growth,
+}
+
+/// How much a store wrote, to analyze its tables as they grow.
+///
+/// The planner sizes a table by its statistics, which autovacuum refreshes only after a
+/// while: a new schema filled fast is planned as if it were still empty, and the claim and
+/// lookup queries would then scan it whole. So the store analyzes the tables itself
+/// once it wrote [`ANALYZE_FIRST`] rows, and again each time its writes doubled (a few
+/// times over the life of a queue).
+#[derive(Debug)]
+struct Growth {
+    written: AtomicU64,
+    next: AtomicU64,
+}
+
+impl Default for Growth {
+    fn default() -> Self {
+        Growth {
+            written: AtomicU64::new(0),
+            next: AtomicU64::new(ANALYZE_FIRST),
+        }
+    }
 }
 
 impl PostgresStore {
@@ -108,6 +135,7 @@ impl PostgresStore {
             schema: schema.to_owned(),
             origin: origin.to_owned(),
             feed: Mutex::new(None),
+            growth: Growth::default(),
         })
     }
 
@@ -139,12 +167,33 @@ impl PostgresStore {
         retry: bool,
         mut f: impl FnMut(&mut Db<'_, '_>, &mut Written) -> Result<T>,
     ) -> Result<T> {
-        self.main.lock().writing(&self.connector, retry, |db| {
+        let mut rows = 0;
+        let value = self.main.lock().writing(&self.connector, retry, |db| {
             let mut written = Written::default();
             let value = f(db, &mut written)?;
             written.flush(db, &self.schema, &self.origin)?;
+            rows = written.inserted + written.events.len();
             Ok(value)
-        })
+        })?;
+        self.grew(rows as u64);
+        Ok(value)
+    }
+
+    /// Counts rows written; analyzes the tables when they doubled (see [`Growth`]).
+    fn grew(&self, rows: u64) {
+        let growth = &self.growth;
+        let total = growth.written.fetch_add(rows, Ordering::Relaxed) + rows;
+        if total < growth.next.load(Ordering::Relaxed) {
+            return;
+        }
+        growth
+            .next
+            .store(total.saturating_mul(2), Ordering::Relaxed);
+        // A failure (the tables belong to another role, the connection dropped) only
+        // leaves it to autovacuum; the write itself is done.
+        if let Err(err) = self.reading(|db| db.batch("ANALYZE task, task_event, task_dependency")) {
+            tracing::warn!(%err, "cannot analyze the PostgreSQL tables; leaving it to autovacuum");
+        }
     }
 
     /// Runs `f`, which only reads.

@@ -122,11 +122,6 @@ impl Connector {
     }
 
     /// A new connection, its `search_path` set to the schema.
-    ///
-    /// Its statements are planned for their parameters at each run
-    /// (`plan_cache_mode = force_custom_plan`): a generic plan made while a new schema's
-    /// tables were small (or not analyzed yet) would keep scanning them whole as they grow,
-    /// and array parameters (`= ANY($1)`) are planned for their real length.
     pub(super) fn open(&self) -> Result<Client> {
         let mut client = self.config.connect(NoTls).map_err(|e| {
             EngineError::Store(format!(
@@ -136,13 +131,10 @@ impl Connector {
             ))
         })?;
         client
-            .batch_execute(&format!(
-                "SET search_path TO \"{}\"; SET plan_cache_mode TO force_custom_plan",
-                self.schema
-            ))
+            .batch_execute(&format!("SET search_path TO \"{}\"", self.schema))
             .map_err(|e| {
                 EngineError::Store(format!(
-                    "PostgreSQL at {}: cannot set the search path and plan cache mode: {}",
+                    "PostgreSQL at {}: cannot set the search path: {}",
                     self.target,
                     describe(&e)
                 ))
@@ -452,6 +444,15 @@ impl Db<'_, '_> {
         let done = match &mut self.on {
             On::Tx(tx) => tx.execute(&statement, params),
             On::Client(client) => client.execute(&statement, params),
+        };
+        done.map_err(|e| self.fail(e))
+    }
+
+    /// Runs statements with the simple query protocol (no parameters, nothing prepared).
+    pub(super) fn batch(&mut self, sql: &str) -> Result<()> {
+        let done = match &mut self.on {
+            On::Tx(tx) => tx.batch_execute(sql),
+            On::Client(client) => client.batch_execute(sql),
         };
         done.map_err(|e| self.fail(e))
     }

@@ -63,6 +63,8 @@ pub(super) fn load(db: &mut Db<'_, '_>, id: &str, lock: Lock) -> Result<Option<(
 pub(super) struct Written {
     pub(super) events: Vec<Event>,
     pub(super) wakes: bool,
+    /// Tasks it inserted.
+    pub(super) inserted: usize,
 }
 
 impl Written {
@@ -143,6 +145,7 @@ pub(super) fn insert(
     }
     take_locks(db, &tasks.iter().collect::<Vec<_>>())?;
     written.wakes = true;
+    written.inserted += tasks.len();
     written.events.extend_from_slice(events);
     Ok(())
 }
