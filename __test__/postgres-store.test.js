@@ -230,12 +230,16 @@ describe('several processes on one PostgreSQL schema', () => {
   test('tasks sharing a lock key never overlap, whichever process runs them', async () => {
     const schema = newSchema();
     const service = producer(schema);
+    // Each process serves one of the two classifications: both must take the key.
     const [a, b] = await Promise.all([
-      worker(schema, 'la', { delayMs: 15 }),
-      worker(schema, 'lb', { delayMs: 15 }),
+      worker(schema, 'la', { delayMs: 15, classes: ['pg:la'] }),
+      worker(schema, 'lb', { delayMs: 15, classes: ['pg:lb'] }),
     ]);
     const tasks = await service.pushMany(
-      Array.from({ length: 24 }, () => ({ classification: 'pg:work', lock: 'L' })),
+      Array.from({ length: 24 }, (_, i) => ({
+        classification: i % 2 === 0 ? 'pg:la' : 'pg:lb',
+        lock: 'L',
+      })),
     );
     await allEnded(
       service,

@@ -9,12 +9,13 @@ use std::time::Duration;
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 use rustc_hash::FxHashMap;
 
-use super::{now_ms, Overdue, Run, Shared, State};
+use super::{now_ms, Committed, Overdue, Run, Shared, State};
 use crate::error::Result;
+use crate::event::EventDraft;
 use crate::executor::{ExecutorId, Job, JobStep};
 use crate::model::{Millis, Task, TaskError, TaskId, TaskStatus};
 use crate::state::{self, StopReason};
-use crate::store::{ClaimBatch, ClaimRequest, Claimed, DependencyFailure};
+use crate::store::{ClaimBatch, ClaimRequest, Claimed, DependencyFailure, Transition};
 
 /// Most expired leases recovered per wake-up.
 const RECOVER_BATCH: usize = 256;
@@ -226,29 +227,43 @@ impl Shared {
     }
 
     pub(super) fn claim(&self, st: &mut State, now: Millis) -> Result<()> {
+        self.claim_after(st, now, None).1
+    }
+
+    /// Claims into free slots, after applying `batch` (if any) in the same store call
+    /// ([`crate::Store::apply_many_then_claim`]): the batch's events are delivered first.
+    /// Returns the batch's results (as [`Shared::commit_many`]) and how the claim went.
+    pub(super) fn claim_after(
+        &self,
+        st: &mut State,
+        now: Millis,
+        batch: Option<&mut [(&str, Transition<'_>)]>,
+    ) -> (Vec<Committed>, Result<()>) {
         let free = self.config.concurrency.saturating_sub(st.running.len());
         // Executors reserved while the store picks, one per picked task, in pick order:
         // an executor serving several classifications is never promised twice.
         let reserved: RefCell<Vec<ExecutorId>> = RefCell::default();
         let tentative: RefCell<FxHashMap<ExecutorId, usize>> = RefCell::default();
+        let routes = &*st;
         let reserve = |classification: &str| {
             let mut tentative = tentative.borrow_mut();
-            let pick = self.least_loaded(st, classification, &tentative);
+            let pick = self.least_loaded(routes, classification, &tentative);
             if let Some(id) = pick {
                 *tentative.entry(id).or_default() += 1;
                 reserved.borrow_mut().push(id);
             }
             pick.is_some()
         };
+        // One sequence for the batch's events and the claim's, in that order.
         let seq = Cell::new(st.seq);
-        let number = |task: &mut Task, drafts| {
+        let number = |task: &mut Task, drafts: Vec<EventDraft>| {
             let mut next = seq.get();
             let events = super::number_events(&mut next, task, drafts, now);
             seq.set(next);
             events
         };
         let classifications: Vec<String> = st.routes.keys().cloned().collect();
-        let claim = self.store.claim(&ClaimRequest {
+        let request = ClaimRequest {
             limit: free,
             now,
             owner: &self.config.owner,
@@ -256,14 +271,38 @@ impl Shared {
             classifications: &classifications,
             reserve: &reserve,
             number: &number,
-        });
+        };
+        let mut ids: Vec<&str> = Vec::new();
+        let (applied, claim) = match batch {
+            Some(batch) => {
+                ids.extend(batch.iter().map(|(id, _)| *id));
+                let mut numbering = |task: &mut Task, drafts: Vec<EventDraft>| number(task, drafts);
+                self.store
+                    .apply_many_then_claim(batch, &mut numbering, &request)
+            }
+            None => (Vec::new(), self.store.claim(&request)),
+        };
         // Numbers handed out are used even if the claim failed half way.
         st.seq = seq.get();
+        let applied = self.delivered(st, &ids, applied);
+        let reserved = reserved.into_inner();
+        let taken = claim.and_then(|batch| self.take_claimed(st, now, batch, &reserved));
+        (applied, taken)
+    }
+
+    /// Hands what a claim took to the executors `reserved` for it (in claim order), and
+    /// fails the blocked tasks whose dependency failed.
+    fn take_claimed(
+        &self,
+        st: &mut State,
+        now: Millis,
+        batch: ClaimBatch,
+        reserved: &[ExecutorId],
+    ) -> Result<()> {
         let ClaimBatch {
             claimed,
             dependency_failures,
-        } = claim?;
-        let reserved = reserved.into_inner();
+        } = batch;
         if !dependency_failures.is_empty() {
             // Their own dependents are handed over by the next claim.
             self.wake();

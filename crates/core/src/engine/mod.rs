@@ -26,7 +26,7 @@ use crate::model::{
 };
 use crate::spec;
 use crate::state::{self, Change, Refused, StepPosition, StopReason};
-use crate::store::{Store, Transition};
+use crate::store::{Applied, Store, Transition};
 use native::NativeExecutor;
 
 /// The current time in ms since the epoch.
@@ -102,8 +102,12 @@ impl State {
     }
 }
 
-/// A transition of [`Shared::commit_many`].
+/// A transition of a batch ([`Store::apply_many`]).
 type BoxedTransition<'a> = Box<dyn FnMut(&Task) -> Result<Change, Refused> + 'a>;
+
+/// What became of one transition of a batch: its new status, why it was refused, or the
+/// store's failure.
+type Committed = Result<Result<TaskStatus, Refused>>;
 
 /// The transition that ends run `token` with `outcome`.
 fn outcome_transition(
@@ -183,28 +187,19 @@ impl Shared {
         }
     }
 
-    /// Applies several transitions in one store call ([`Store::apply_many`]: one write on a
-    /// database), then delivers all their events, in order. One result per item.
-    fn commit_many(
+    /// Delivers the events of applied transitions, in order (and stops watching the tasks
+    /// that ended). One result per item.
+    fn delivered(
         &self,
         st: &mut State,
-        items: Vec<(&str, BoxedTransition<'_>)>,
-        now: Millis,
-    ) -> Vec<Result<Result<TaskStatus, Refused>>> {
-        let mut items = items;
-        let mut batch: Vec<(&str, Transition<'_>)> = items
-            .iter_mut()
-            .map(|(id, transition)| (*id, &mut **transition as Transition<'_>))
-            .collect();
-        let mut number = |task: &mut Task, drafts: Vec<EventDraft>| {
-            number_events(&mut st.seq, task, drafts, now)
-        };
-        let results = self.store.apply_many(&mut batch, &mut number);
+        ids: &[&str],
+        results: Vec<Result<Applied>>,
+    ) -> Vec<Committed> {
         let mut events = Vec::new();
-        let out = batch
+        let out = ids
             .iter()
             .zip(results)
-            .map(|((id, _), result)| match result {
+            .map(|(id, result)| match result {
                 Ok(Ok((status, mut evts))) => {
                     if status.is_terminal() {
                         st.watching.remove(*id);
@@ -251,6 +246,19 @@ impl Shared {
 
     /// Claims into free slots right away (a freed slot never waits for the dispatcher).
     fn refill(&self, st: &mut State) {
+        self.watch_timers(st);
+        if !st.claiming {
+            return;
+        }
+        if let Err(err) = self.claim(st, now_ms()) {
+            tracing::error!(%err, "claim failed; the dispatcher will try again");
+            self.wake();
+        }
+    }
+
+    /// After a change: purges what retention allows, and wakes the dispatcher if it sleeps
+    /// past the change's new due time or purge time.
+    fn watch_timers(&self, st: &mut State) {
         self.purge(now_ms());
         // A change may have put a task on a timer the sleeping dispatcher does not know
         // (a retry, a reschedule, a scheduled dependent whose last dependency succeeded).
@@ -266,13 +274,6 @@ impl Shared {
                 st.sleeping_until = Some(at);
                 self.wake();
             }
-        }
-        if !st.claiming {
-            return;
-        }
-        if let Err(err) = self.claim(st, now_ms()) {
-            tracing::error!(%err, "claim failed; the dispatcher will try again");
-            self.wake();
         }
     }
 
@@ -307,28 +308,60 @@ impl Shared {
     }
 
     /// Records many outcomes under one lock, then refills the freed slots in one claim.
-    /// The first store failure, if any, is returned after the other outcomes were recorded
-    /// (the failed runs keep their lease: they are retried when it expires).
+    /// Records many outcomes and refills the freed slots, in one store write where the
+    /// store can ([`Store::apply_many_then_claim`]). The first store failure, if any, is
+    /// returned after the other outcomes were recorded (a failed run keeps its lease in
+    /// the store: it is retried when that expires).
     pub(crate) fn report_many(&self, reports: &[(String, u64, Outcome)]) -> Result<Vec<bool>> {
         let now = now_ms();
         let mut st = self.state.lock();
+        // The runs that report end now: the claim made in the same write reuses their
+        // slots. A stale report ends nothing (and its transition is refused).
         for (id, token, _) in reports {
             self.forget_overdue(&mut st, id, *token);
+            self.end_run(&mut st, id, Some(*token));
         }
-        let items = reports
+        let mut transitions: Vec<BoxedTransition<'_>> = reports
             .iter()
-            .map(|(id, token, outcome)| {
-                let transition: BoxedTransition<'_> =
-                    Box::new(outcome_transition(*token, outcome, now));
-                (id.as_str(), transition)
+            .map(|(_, token, outcome)| {
+                Box::new(outcome_transition(*token, outcome, now)) as BoxedTransition<'_>
             })
             .collect();
-        let results = self.commit_many(&mut st, items, now);
+        let mut batch: Vec<(&str, Transition<'_>)> = reports
+            .iter()
+            .zip(transitions.iter_mut())
+            .map(|((id, _, _), transition)| (id.as_str(), &mut **transition as Transition<'_>))
+            .collect();
+        let results = if st.claiming {
+            let (results, claimed) = self.claim_after(&mut st, now, Some(&mut batch));
+            if let Err(err) = claimed {
+                tracing::error!(%err, "claim failed; the dispatcher will try again");
+                self.wake();
+            }
+            results
+        } else {
+            let ids: Vec<&str> = reports.iter().map(|(id, ..)| id.as_str()).collect();
+            let mut number = |task: &mut Task, drafts: Vec<EventDraft>| {
+                number_events(&mut st.seq, task, drafts, now)
+            };
+            let results = self.store.apply_many(&mut batch, &mut number);
+            self.delivered(&mut st, &ids, results)
+        };
         let mut accepted = Vec::with_capacity(reports.len());
         let mut failure = None;
         for ((id, token, _), result) in reports.iter().zip(results) {
             match result {
-                Ok(result) => accepted.push(self.recorded(&mut st, id, *token, result)),
+                Ok(Ok(status)) => {
+                    if status.is_timed() {
+                        // A new due time the dispatcher may have to sleep less for.
+                        self.wake();
+                    }
+                    accepted.push(true);
+                }
+                Ok(Err(refused)) => {
+                    tracing::debug!(task = %id, token, %refused, "late or stale result dropped");
+                    accepted.push(false);
+                }
                 Err(err) => {
                     failure.get_or_insert(err);
                     accepted.push(false);
@@ -336,7 +369,7 @@ impl Shared {
             }
         }
         if accepted.contains(&true) {
-            self.refill(&mut st);
+            self.watch_timers(&mut st);
         }
         match failure {
             Some(err) => Err(err),

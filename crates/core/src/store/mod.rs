@@ -168,6 +168,19 @@ pub trait Store: Send + Sync {
             .collect()
     }
 
+    /// Applies `batch` (as [`Store::apply_many`]), then claims (as [`Store::claim`]), in
+    /// one write where the store can: the runs that just ended free their slots for the
+    /// claim without a second transaction. The default does one, then the other.
+    fn apply_many_then_claim(
+        &self,
+        batch: &mut [(&str, Transition<'_>)],
+        number: Numbering<'_>,
+        request: &ClaimRequest<'_>,
+    ) -> (Vec<Result<Applied>>, Result<ClaimBatch>) {
+        let applied = self.apply_many(batch, number);
+        (applied, self.claim(request))
+    }
+
     /// Appends events that change no record (progress).
     fn append_events(&self, events: &[Event]) -> Result<()>;
 

@@ -376,6 +376,82 @@ impl std::fmt::Debug for PostgresStore {
 }
 
 /// The statuses each retention setting covers, with how long they are kept.
+/// Applies `batch` in the transaction of `db` (see [`Store::apply_many`]): the rows locked
+/// in one statement (in id order, as everywhere), the transitions applied in order, then
+/// the changed rows written at once. Also returns whether a lock key was released.
+fn apply_batch(
+    db: &mut Db<'_, '_>,
+    written: &mut Written,
+    batch: &mut [(&str, Transition<'_>)],
+    number: Numbering<'_>,
+) -> Result<(Vec<Result<Applied>>, bool)> {
+    let mut ids: Vec<&str> = batch.iter().map(|(id, _)| *id).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    let rows = db.rows(
+        "SELECT seq, record FROM task WHERE id = ANY($1) ORDER BY id FOR UPDATE",
+        &[&ids],
+    )?;
+    // Per task: its row, the stored record and the changed one.
+    let mut tasks: HashMap<TaskId, (i64, Task, Option<Task>)> = HashMap::new();
+    for row in &rows {
+        let seq: i64 = db.get(row, 0)?;
+        let text: String = db.get(row, 1)?;
+        let task = decode_task(&text)?;
+        tasks.insert(TaskId::clone(&task.id), (seq, task, None));
+    }
+    let mut out = Vec::with_capacity(batch.len());
+    for (id, transition) in batch.iter_mut() {
+        let Some((_, stored, changed)) = tasks.get_mut(*id) else {
+            out.push(Err(EngineError::NotFound((*id).to_owned())));
+            continue;
+        };
+        let current = changed.as_ref().unwrap_or(stored);
+        match transition(current) {
+            Err(refused) => out.push(Ok(Err(refused))),
+            Ok(mut change) => {
+                change.task.version = current.version + 1;
+                let status = change.task.status;
+                let events = number(&mut change.task, change.events);
+                written.events.extend_from_slice(&events);
+                *changed = Some(change.task);
+                out.push(Ok(Ok((status, events))));
+            }
+        }
+    }
+    let mut replacements: Vec<Replacement<'_>> = tasks
+        .values()
+        .filter_map(|(seq, old, new)| {
+            new.as_ref().map(|task| Replacement {
+                seq: *seq,
+                old,
+                task,
+            })
+        })
+        .collect();
+    replacements.sort_unstable_by_key(|r| r.seq);
+    let released = rows::replace_many(db, written, &replacements)?;
+    Ok((out, released))
+}
+
+/// Claims in the transaction of `db` (see [`Store::claim`]); with the listener's `feed`,
+/// puts before the claimed tasks' events their unread ones of other processes (see
+/// [`history`]), whose ids it returns.
+fn claim_in(
+    db: &mut Db<'_, '_>,
+    written: &mut Written,
+    request: &ClaimRequest<'_>,
+    feed: Option<&Feed>,
+    origin: &str,
+) -> Result<(ClaimBatch, Vec<i64>)> {
+    let mut batch = claim::claim(db, written, request)?;
+    let early = match feed {
+        Some(feed) if !batch.claimed.is_empty() => history(db, feed, origin, &mut batch.claimed)?,
+        _ => Vec::new(),
+    };
+    Ok((batch, early))
+}
+
 fn retained(retention: &Retention) -> [(&'static [TaskStatus], Option<u64>); 2] {
     [
         (&[TaskStatus::Succeeded], retention.completed_ms),
@@ -525,53 +601,7 @@ impl Store for PostgresStore {
         // One transaction: the rows locked in one statement (in id order, as everywhere),
         // the transitions applied in order, the rows written and the events stored at once.
         let done = self.writing(true, |db, written| {
-            let mut ids: Vec<&str> = batch.iter().map(|(id, _)| *id).collect();
-            ids.sort_unstable();
-            ids.dedup();
-            let rows = db.rows(
-                "SELECT seq, record FROM task WHERE id = ANY($1) ORDER BY id FOR UPDATE",
-                &[&ids],
-            )?;
-            // Per task: its row, the stored record and the changed one.
-            let mut tasks: HashMap<TaskId, (i64, Task, Option<Task>)> = HashMap::new();
-            for row in &rows {
-                let seq: i64 = db.get(row, 0)?;
-                let text: String = db.get(row, 1)?;
-                let task = decode_task(&text)?;
-                tasks.insert(TaskId::clone(&task.id), (seq, task, None));
-            }
-            let mut out = Vec::with_capacity(batch.len());
-            for (id, transition) in batch.iter_mut() {
-                let Some((_, stored, changed)) = tasks.get_mut(*id) else {
-                    out.push(Err(EngineError::NotFound((*id).to_owned())));
-                    continue;
-                };
-                let current = changed.as_ref().unwrap_or(stored);
-                match transition(current) {
-                    Err(refused) => out.push(Ok(Err(refused))),
-                    Ok(mut change) => {
-                        change.task.version = current.version + 1;
-                        let status = change.task.status;
-                        let events = number(&mut change.task, change.events);
-                        written.events.extend_from_slice(&events);
-                        *changed = Some(change.task);
-                        out.push(Ok(Ok((status, events))));
-                    }
-                }
-            }
-            let mut replacements: Vec<Replacement<'_>> = tasks
-                .values()
-                .filter_map(|(seq, old, new)| {
-                    new.as_ref().map(|task| Replacement {
-                        seq: *seq,
-                        old,
-                        task,
-                    })
-                })
-                .collect();
-            replacements.sort_unstable_by_key(|r| r.seq);
-            rows::replace_many(db, written, &replacements)?;
-            Ok(out)
+            apply_batch(db, written, batch, number).map(|(out, _)| out)
         });
         match done {
             Ok(out) => out,
@@ -601,19 +631,43 @@ impl Store for PostgresStore {
         let feed = self.feed.lock().clone();
         // Not run again on a conflict: `reserve` was called for the tasks taken.
         let (batch, early) = self.writing(false, |db, written| {
-            let mut batch = claim::claim(db, written, request)?;
-            let early = match &feed {
-                Some(feed) if !batch.claimed.is_empty() => {
-                    history(db, feed, &self.origin, &mut batch.claimed)?
-                }
-                _ => Vec::new(),
-            };
-            Ok((batch, early))
+            claim_in(db, written, request, feed.as_deref(), &self.origin)
         })?;
         if let Some(feed) = feed {
             feed.returned(&early);
         }
         Ok(batch)
+    }
+
+    fn apply_many_then_claim(
+        &self,
+        batch: &mut [(&str, Transition<'_>)],
+        number: Numbering<'_>,
+        request: &ClaimRequest<'_>,
+    ) -> (Vec<Result<Applied>>, Result<ClaimBatch>) {
+        let feed = self.feed.lock().clone();
+        // One transaction; not run again on a conflict (`reserve` was called). Unless the
+        // batch released a lock key: then it commits first, so that the other processes
+        // hear the key is free and may take it for their waiting tasks, rather than this
+        // one taking it again in the same breath, run after run.
+        let done = self.writing(false, |db, written| {
+            let (applied, released) = apply_batch(db, written, batch, number)?;
+            if released {
+                return Ok((applied, None));
+            }
+            let claimed = claim_in(db, written, request, feed.as_deref(), &self.origin)?;
+            Ok((applied, Some(claimed)))
+        });
+        match done {
+            Ok((applied, Some((claimed, early)))) => {
+                if let Some(feed) = feed {
+                    feed.returned(&early);
+                }
+                (applied, Ok(claimed))
+            }
+            Ok((applied, None)) => (applied, self.claim(request)),
+            Err(err) => (batch.iter().map(|_| Err(err.clone())).collect(), Err(err)),
+        }
     }
 
     fn next_due(&self) -> Result<Option<Millis>> {

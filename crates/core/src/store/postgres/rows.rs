@@ -214,14 +214,15 @@ pub(super) struct Replacement<'a> {
 /// Replaces several rows (each once) in a few statements whatever their number: the
 /// rows are written, the ending tasks stop waiting, the locks of runs that ended are
 /// released and those of new runs taken, and the dependents of the tasks that ended or
-/// moved on are judged again. The caller stores the events.
+/// moved on are judged again. The caller stores the events. Returns whether a lock key
+/// was released.
 pub(super) fn replace_many(
     db: &mut Db<'_, '_>,
     written: &mut Written,
     rows: &[Replacement<'_>],
-) -> Result<()> {
+) -> Result<bool> {
     if rows.is_empty() {
-        return Ok(());
+        return Ok(false);
     }
     // What a task waits for changes when a composite moves to a step with `dependsOn`.
     for r in rows {
@@ -302,8 +303,9 @@ pub(super) fn replace_many(
         ],
     )?;
     take_locks(db, &taking)?;
+    let released = !released.is_empty();
     if dependents.is_empty() {
-        return Ok(());
+        return Ok(released);
     }
     let mut by_target: Vec<(String, Vec<(String, String)>)> = Vec::new();
     for row in &dependents {
@@ -319,7 +321,7 @@ pub(super) fn replace_many(
             progress_dependents(db, r.task, pairs, written)?;
         }
     }
-    Ok(())
+    Ok(released)
 }
 
 /// Takes the locks of runs in flight (a claim checked they were free), in one statement.
@@ -439,6 +441,9 @@ fn progress_dependents(
             _ => waiting.push((task_id, vec![dependency])),
         }
     }
+    // Failures are numbered in the dependents' insertion order, as the memory store judges
+    // them (the rows are locked in id order, as everywhere).
+    let mut failures: Vec<(i64, &str, &str, &'static str)> = Vec::new();
     for (task_id, dependencies) in waiting {
         let Some((seq, task)) = load(db, task_id, Lock::Update)? else {
             continue;
@@ -448,13 +453,7 @@ fn progress_dependents(
             match deps::state_of(DepRef::parse(dependency), target) {
                 DepState::Waiting => {}
                 DepState::Failed(status) => {
-                    db.exec(
-                        "UPDATE task_dependency
-                         SET failed = $3, failed_seq = nextval('task_failure_seq')
-                         WHERE task_id = $1 AND depends_on = $2 AND failed IS NULL",
-                        &[&task_id, &dependency, &status.as_str()],
-                    )?;
-                    written.wakes = true;
+                    failures.push((seq, task_id, dependency, status.as_str()))
                 }
                 DepState::Met => {
                     met |= db.exec(
@@ -469,6 +468,16 @@ fn progress_dependents(
             db.exec("UPDATE task SET queue = $2 WHERE seq = $1", &[&seq, &queue])?;
             written.wakes = true;
         }
+    }
+    failures.sort_by_key(|(seq, ..)| *seq);
+    for (_, task_id, dependency, status) in failures {
+        db.exec(
+            "UPDATE task_dependency
+             SET failed = $3, failed_seq = nextval('task_failure_seq')
+             WHERE task_id = $1 AND depends_on = $2 AND failed IS NULL",
+            &[&task_id, &dependency, &status],
+        )?;
+        written.wakes = true;
     }
     Ok(())
 }

@@ -209,7 +209,11 @@ fn next_failure(tx: &Connection) -> Result<i64> {
 fn progress_dependents(tx: &Connection, target: &Task) -> Result<()> {
     let rows: Vec<(String, String, bool)> = all(
         tx,
-        "SELECT task_id, depends_on, failed IS NOT NULL FROM task_dependency WHERE target = ?1",
+        // Dependents in insertion order, as the memory store judges them (so that the
+        // failures are numbered, and handed over, in the same order).
+        "SELECT d.task_id, d.depends_on, d.failed IS NOT NULL
+         FROM task_dependency d JOIN task t ON t.id = d.task_id
+         WHERE d.target = ?1 ORDER BY t.seq, d.depends_on",
         [&*target.id],
         |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
     )?;
