@@ -244,10 +244,10 @@ fn a_lock_key_held_by_one_store_blocks_the_other() {
 
 #[test]
 fn a_lock_key_is_held_by_one_run_at_a_time_across_concurrent_claims() {
-    const TASKS: usize = 40;
+    const TASKS: usize = 300;
     let schema = Schema::new();
-    let a = schema.store("a");
-    let b = schema.store("b");
+    let stores: Vec<PostgresStore> = (0..4).map(|i| schema.store(&format!("s{i}"))).collect();
+    let a = &stores[0];
     let tasks: Vec<Task> = (0..TASKS)
         .map(|i| {
             let mut s = spec("x");
@@ -258,9 +258,8 @@ fn a_lock_key_is_held_by_one_run_at_a_time_across_concurrent_claims() {
     a.insert(&tasks, &[]).unwrap();
     let held = AtomicBool::new(false);
     let done = AtomicUsize::new(0);
-    let stores: [&PostgresStore; 2] = [&a, &b];
     std::thread::scope(|scope| {
-        for store in stores {
+        for store in &stores {
             let (held, done) = (&held, &done);
             scope.spawn(move || {
                 let deadline = Instant::now() + Duration::from_secs(60);

@@ -97,22 +97,33 @@ pub(super) fn held_locks(task: &Task) -> Vec<&str> {
 
 /// Whether candidate `task_id` of a claim may take its locks: no other task holds one (a
 /// composite holds its own lock between its steps), and no other claim is taking one
-/// right now. Each key is first reserved for this transaction
-/// with a transaction-level advisory lock that is tried, never waited for (a key another
-/// claim is taking counts as held: that claim wakes the others when it commits); then
-/// the `task_lock` rows committed, and those this claim wrote, are looked at.
+/// right now.
+///
+/// Each key is first reserved for this transaction with a transaction-level advisory lock
+/// that is tried, never waited for (a key another claim is taking counts as held: that
+/// claim wakes the others when it commits). Only then are the `task_lock` rows looked at,
+/// in a statement of its own: its snapshot is taken after the advisory lock is held, so it
+/// sees the row of a claim that held the key until a moment ago (a transaction is visible
+/// before its locks are released). Checked in the statement that takes the advisory lock,
+/// a snapshot taken before could miss that row, and two runs would hold the key.
 pub(super) fn locks_are_free(
     db: &mut Db<'_, '_>,
     task_id: &str,
     locks: [Option<&str>; 2],
 ) -> Result<bool> {
     for key in locks.into_iter().flatten() {
-        let free: bool = db.one(
-            "SELECT pg_try_advisory_xact_lock(hashtext(current_schema()), hashtext($1))
-                    AND NOT EXISTS (SELECT 1 FROM task_lock WHERE lock_key = $1 AND task_id <> $2)",
+        let reserved: bool = db.one(
+            "SELECT pg_try_advisory_xact_lock(hashtext(current_schema()), hashtext($1))",
+            &[&key],
+        )?;
+        if !reserved {
+            return Ok(false);
+        }
+        let held: bool = db.one(
+            "SELECT EXISTS (SELECT 1 FROM task_lock WHERE lock_key = $1 AND task_id <> $2)",
             &[&key, &task_id],
         )?;
-        if !free {
+        if held {
             return Ok(false);
         }
     }
