@@ -31,12 +31,11 @@ use parking_lot::Mutex;
 use rusqlite::types::{FromSql, ToSql};
 use rusqlite::{params, Connection, OpenFlags, Params, Row};
 
-use super::{ClaimBatch, ClaimRequest, Numbering, Retention, Store, Transition};
+use super::{Applied, ClaimBatch, ClaimRequest, Numbering, Retention, Store, Transition};
 use crate::deps::DepRef;
 use crate::error::{EngineError, Result};
 use crate::event::Event;
 use crate::model::{ListFilter, Millis, Task, TaskStatus};
-use crate::state::Refused;
 use rows::{decode_event, decode_task, exists, load};
 use schema::cannot_open;
 
@@ -195,6 +194,42 @@ impl SqliteStore {
     }
 }
 
+/// Applies one transition in the transaction `tx` (see [`Store::apply`]).
+fn apply_in(
+    tx: &Connection,
+    id: &str,
+    transition: Transition<'_>,
+    number: Numbering<'_>,
+) -> Result<Applied> {
+    let (seq, old) = load(tx, id)?.ok_or_else(|| EngineError::NotFound(id.to_owned()))?;
+    let mut change = match transition(&old) {
+        Ok(change) => change,
+        Err(refused) => return Ok(Err(refused)),
+    };
+    change.task.version = old.version + 1;
+    let status = change.task.status;
+    let events = number(&mut change.task, change.events);
+    rows::replace(tx, seq, &old, &change.task, &events)?;
+    Ok(Ok((status, events)))
+}
+
+/// Applies `batch` in the transaction `tx`, in order (see [`Store::apply_many`]): a missing
+/// task fails alone, any other error the whole batch.
+fn apply_batch(
+    tx: &Connection,
+    batch: &mut [(&str, Transition<'_>)],
+    number: Numbering<'_>,
+) -> Result<Vec<Result<Applied>>> {
+    let mut out = Vec::with_capacity(batch.len());
+    for (id, transition) in batch.iter_mut() {
+        match apply_in(tx, id, &mut **transition, &mut *number) {
+            Err(EngineError::NotFound(id)) => out.push(Err(EngineError::NotFound(id))),
+            other => out.push(Ok(other?)),
+        }
+    }
+    Ok(out)
+}
+
 impl std::fmt::Debug for SqliteStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SqliteStore")
@@ -315,19 +350,37 @@ impl Store for SqliteStore {
         id: &str,
         transition: Transition<'_>,
         number: Numbering<'_>,
-    ) -> Result<Result<(TaskStatus, Vec<Event>), Refused>> {
-        self.writing(|tx| {
-            let (seq, old) = load(tx, id)?.ok_or_else(|| EngineError::NotFound(id.to_owned()))?;
-            let mut change = match transition(&old) {
-                Ok(change) => change,
-                Err(refused) => return Ok(Err(refused)),
-            };
-            change.task.version = old.version + 1;
-            let status = change.task.status;
-            let events = number(&mut change.task, change.events);
-            rows::replace(tx, seq, &old, &change.task, &events)?;
-            Ok(Ok((status, events)))
-        })
+    ) -> Result<Applied> {
+        self.writing(|tx| apply_in(tx, id, transition, number))
+    }
+
+    fn apply_many(
+        &self,
+        batch: &mut [(&str, Transition<'_>)],
+        number: Numbering<'_>,
+    ) -> Vec<Result<Applied>> {
+        let done = self.writing(|tx| apply_batch(tx, batch, number));
+        match done {
+            Ok(out) => out,
+            Err(err) => batch.iter().map(|_| Err(err.clone())).collect(),
+        }
+    }
+
+    fn apply_many_then_claim(
+        &self,
+        batch: &mut [(&str, Transition<'_>)],
+        number: Numbering<'_>,
+        request: &ClaimRequest<'_>,
+    ) -> (Vec<Result<Applied>>, Result<ClaimBatch>) {
+        // One transaction for both.
+        let done = self.writing(|tx| {
+            let applied = apply_batch(tx, batch, number)?;
+            Ok((applied, claim::claim(tx, request)?))
+        });
+        match done {
+            Ok((applied, claimed)) => (applied, Ok(claimed)),
+            Err(err) => (batch.iter().map(|_| Err(err.clone())).collect(), Err(err)),
+        }
     }
 
     fn append_events(&self, events: &[Event]) -> Result<()> {
