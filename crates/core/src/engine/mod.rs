@@ -136,6 +136,16 @@ pub(crate) struct Shared {
     idle: Condvar,
     wake: Sender<()>,
     native: Arc<NativeExecutor>,
+    /// Outcomes of native runs waiting to be recorded together ([`Shared::report_grouped`]).
+    grouped: GroupedReports,
+}
+
+/// Group commit of the native threads' outcomes: a thread that finds none being recorded
+/// records every waiting one in one [`Shared::report_many`]; the others leave theirs to it.
+#[derive(Default)]
+struct GroupedReports {
+    waiting: Mutex<Vec<(String, u64, Outcome)>>,
+    recording: std::sync::atomic::AtomicBool,
 }
 
 /// What [`Engine::shutdown`] did.
@@ -308,6 +318,32 @@ impl Shared {
     }
 
     /// Records many outcomes under one lock, then refills the freed slots in one claim.
+    /// Records the outcome of a run together with those other threads report meanwhile
+    /// (one store write for all of them, on a database). Failures are logged: the run
+    /// keeps its lease in the store and is retried when it expires.
+    pub(crate) fn report_grouped(&self, id: &str, token: u64, outcome: Outcome) {
+        use std::sync::atomic::Ordering;
+        let grouped = &self.grouped;
+        grouped.waiting.lock().push((id.to_owned(), token, outcome));
+        loop {
+            if grouped.recording.swap(true, Ordering::AcqRel) {
+                // The thread recording now, or the next one, takes it.
+                return;
+            }
+            let batch = std::mem::take(&mut *grouped.waiting.lock());
+            if !batch.is_empty() {
+                if let Err(err) = self.report_many(&batch) {
+                    tracing::warn!(%err, runs = batch.len(), "native results not recorded");
+                }
+            }
+            grouped.recording.store(false, Ordering::Release);
+            // An outcome pushed while this one recorded, by a thread that then left.
+            if grouped.waiting.lock().is_empty() {
+                return;
+            }
+        }
+    }
+
     /// Records many outcomes and refills the freed slots, in one store write where the
     /// store can ([`Store::apply_many_then_claim`]). The first store failure, if any, is
     /// returned after the other outcomes were recorded (a failed run keeps its lease in
@@ -654,6 +690,7 @@ impl Engine {
                 idle: Condvar::new(),
                 wake,
                 native,
+                grouped: GroupedReports::default(),
             }
         });
         if shared.store.is_shared() {

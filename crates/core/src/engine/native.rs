@@ -114,9 +114,7 @@ impl NativeExecutor {
             }
         }
         if let Some(engine) = engine.upgrade() {
-            if let Err(err) = engine.report(&job.task_id, job.token, outcome) {
-                tracing::warn!(%err, task = %job.task_id, "native result not recorded");
-            }
+            engine.report_grouped(&job.task_id, job.token, outcome);
         }
     }
 }
