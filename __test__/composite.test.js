@@ -1244,3 +1244,153 @@ describe('steps in the worker pool', () => {
     expect(stored.stepResults).toHaveLength(1);
   });
 });
+
+describe('step backoff', () => {
+  const FIXED_150 = { strategy: 'fixed', baseMs: 150, maxMs: 150, jitter: 'none' };
+
+  /** Runs a one-step composite whose step fails once; the times of its two runs and the retry log. */
+  async function failOnce(service, step, task) {
+    const runs = [];
+    service.register(step.classification, (_input, ctx) => {
+      runs.push(Date.now());
+      if (ctx.stepAttempt === 1) throw new Error('the first run fails');
+      return 'ok';
+    });
+    const { task: pushed, tracker } = await service.push(
+      composite([{ maxAttempts: 2, ...step }], task),
+      true,
+    );
+    await tracker.resolve();
+    const logs = (await payloads(service, pushed.id, 'log')).flat().map((l) => l.msg);
+    return { gap: runs[1] - runs[0], logs, stored: await service.read(pushed.id) };
+  }
+
+  test("a step's own backoff spaces its in-place retry, whatever the task's", async () => {
+    const service = createService();
+    const { gap, logs, stored } = await failOnce(
+      service,
+      { classification: 'c:own-backoff', backoff: FIXED_150 },
+      { backoff: AT_ONCE },
+    );
+    expect(logs.some((m) => /retrying in 150 ms/.test(m))).toBe(true);
+    expect(gap).toBeGreaterThanOrEqual(150);
+    expect(stored.attempt).toBe(0);
+  });
+
+  test("a step without a backoff retries with the task's", async () => {
+    const service = createService();
+    const { gap, logs } = await failOnce(
+      service,
+      { classification: 'c:task-backoff' },
+      { backoff: FIXED_150 },
+    );
+    expect(logs.some((m) => /retrying in 150 ms/.test(m))).toBe(true);
+    expect(gap).toBeGreaterThanOrEqual(150);
+  });
+});
+
+describe('ctx.cancel / retry / reschedule inside a worker-pool step', () => {
+  test('ctx.cancel() in a pool step cancels the whole composite', async () => {
+    const service = await poolService();
+    const { task, tracker } = await service.push(
+      composite([
+        { classification: 'steps:cancel', canFail: true, maxAttempts: 3 },
+        { classification: 'steps:record', input: 'never' },
+      ]),
+      true,
+    );
+    await expect(tracker.resolve()).rejects.toBeInstanceOf(TaskCancelError);
+    const stored = await service.read(task.id);
+    expect(stored).toMatchObject({ status: 'canceled', currentStep: 0 });
+    expect(stored.error.details).toEqual({ reason: 'from the pool' });
+    expect(stored.stepResults).toEqual([]);
+  });
+
+  test('ctx.retry() in a pool step retries the task, not the step', async () => {
+    const service = await poolService();
+    const { task, tracker } = await service.push(
+      composite(
+        [
+          { classification: 'steps:record', input: 'first' },
+          { classification: 'steps:retry-once', canFail: true, maxAttempts: 4 },
+        ],
+        { maxAttempts: 2, backoff: AT_ONCE },
+      ),
+      true,
+    );
+    const { stepResults } = await tracker.resolve();
+    expect(stepResults[1]).toEqual({ status: 'succeeded', output: { attempt: 2 }, attempt: 1 });
+    // The first step succeeded on the first task attempt and did not run again.
+    expect(stepResults[0].output.attempt).toBe(1);
+    expect(await statusHistory(service, task.id)).toEqual([
+      'pending',
+      'running',
+      'waiting_retry',
+      'running',
+      'succeeded',
+    ]);
+  });
+
+  test('ctx.reschedule() in a pool step schedules the task, which resumes at that step', async () => {
+    const service = await poolService();
+    const { task, tracker } = await service.push(
+      composite([
+        { classification: 'steps:record', input: 'first' },
+        { classification: 'steps:later-once' },
+      ]),
+      true,
+    );
+    await expect(tracker.resolve()).rejects.toBeInstanceOf(TaskRescheduleError);
+    const { stepResults } = await tracker.wait();
+    expect(stepResults.map((r) => r.output?.input ?? r.output)).toEqual(['first', 'later']);
+    expect(await statusHistory(service, task.id)).toEqual([
+      'pending',
+      'running',
+      'scheduled',
+      'running',
+      'succeeded',
+    ]);
+  });
+});
+
+describe('dependsOn of scheduled steps', () => {
+  test('a step added with dependsOn waits for it; a missing reference is refused and adds nothing', async () => {
+    const service = createService();
+    const gate = deferred();
+    service.register('c:gate', () => gate.promise);
+    const ran = [];
+    service.register('c:after', (input) => {
+      ran.push(input);
+      return input;
+    });
+    const other = await service.push({ classification: 'c:gate' });
+    let refused;
+    service.register('c:planner', async (_input, ctx) => {
+      refused = await ctx
+        .scheduleSteps({ classification: 'c:after', dependsOn: ['no-such-task'] })
+        .afterCurrent()
+        .catch((e) => e);
+      await ctx
+        .scheduleSteps({ classification: 'c:after', input: 'waited', dependsOn: [other.id] })
+        .afterCurrent();
+      return 'planned';
+    });
+    const { task, tracker } = await service.push(
+      composite([{ classification: 'c:planner' }]),
+      true,
+    );
+    await waitFor(async () => (await service.read(task.id)).currentStep === 1, {
+      what: 'the composite to reach the added step',
+    });
+    // It waits for the other task: a task pushed now runs to its end first.
+    const probe = await service.push({ classification: 'native:noop' }, true);
+    await probe.tracker.wait();
+    expect(ran).toEqual([]);
+    expect((await service.read(task.id)).status).toBe('running');
+    expect(refused).toBeInstanceOf(lib.TaskDependencyError);
+    expect((await service.read(task.id)).steps).toHaveLength(2);
+    gate.resolve('open');
+    const { stepResults } = await tracker.resolve();
+    expect(stepResults.map((r) => r.output)).toEqual(['planned', 'waited']);
+  });
+});

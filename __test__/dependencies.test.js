@@ -628,3 +628,63 @@ describe('a dependency on nothing is refused at push', () => {
     await waitForStatus(service, ok.id, 'succeeded');
   });
 });
+
+describe('a composite with task dependencies', () => {
+  test('none of its steps runs before every dependency succeeded', async () => {
+    const service = createService();
+    const gate = deferred();
+    service.register('dep:gate', () => gate.promise);
+    const ran = [];
+    service.register('dep:step', (input) => {
+      ran.push(input);
+      return input;
+    });
+    const first = await service.push({ classification: 'dep:gate' });
+    const { task, tracker } = await service.push(
+      {
+        classification: 'pipeline',
+        atomicity: 'composite',
+        dependencies: [first.id],
+        steps: [
+          { classification: 'dep:step', input: 'a' },
+          { classification: 'dep:step', input: 'b' },
+        ],
+      },
+      true,
+    );
+    const probe = await service.push({ classification: 'native:noop' }, true);
+    await probe.tracker.wait();
+    expect(ran).toEqual([]);
+    expect((await service.read(task.id)).status).toBe('pending');
+    gate.resolve('done');
+    const { stepResults } = await tracker.resolve();
+    expect(stepResults.map((r) => r.output)).toEqual(['a', 'b']);
+  });
+
+  test('a failed dependency fails it with the dependency error; no step runs', async () => {
+    const service = createService();
+    service.register('dep:fails', () => {
+      throw new Error('no');
+    });
+    const ran = [];
+    service.register('dep:step', (input) => {
+      ran.push(input);
+      return input;
+    });
+    const first = await service.push({ classification: 'dep:fails' });
+    const { task, tracker } = await service.push(
+      {
+        classification: 'pipeline',
+        atomicity: 'composite',
+        dependencies: [first.id],
+        steps: [{ classification: 'dep:step', input: 'a' }],
+      },
+      true,
+    );
+    const err = await tracker.wait().catch((e) => e);
+    expect(err).toBeInstanceOf(TaskDependencyFailedError);
+    expect(err.dependency).toBe(first.id);
+    expect(ran).toEqual([]);
+    expect((await service.read(task.id)).error.code).toBe('E_DEPENDENCY_FAILED');
+  });
+});
