@@ -328,6 +328,18 @@ describe('step locks', () => {
     // Single-step composites: a composite runs exactly while its step runs.
     const nativeIds = new Set();
     const nativeLive = eventCounter(service, (id) => nativeIds.has(id));
+    // Every step here takes S. In engine order, each step run lies between the progress
+    // event announcing it and the one carrying its output: at most one at a time, whichever
+    // executor ran it (a native step overlapping a JS one shows here).
+    const steps = { now: 0, max: 0 };
+    service.on('progress', (evt) => {
+      if ('output' in evt.payload) {
+        steps.now -= 1;
+      } else {
+        steps.now += 1;
+        steps.max = Math.max(steps.max, steps.now);
+      }
+    });
     const specs = [];
     for (let i = 0; i < 5; i++) {
       specs.push(
@@ -345,6 +357,7 @@ describe('step locks', () => {
     expect(shared.now).toBe(0);
     expect(shared.max).toBe(1);
     expect(nativeLive.max).toBe(1);
+    expect(steps).toEqual({ now: 0, max: 1 });
   });
 
   test("a composite holds its own lock from its first step to its end; a step's lock is freed after the step", async () => {
