@@ -19,7 +19,8 @@ use parking_lot::Mutex;
 use rustc_hash::FxHashMap;
 
 use super::{
-    ClaimBatch, ClaimRequest, Claimed, DependencyFailure, Numbering, Retention, Store, Transition,
+    next_record, ClaimBatch, ClaimRequest, Claimed, DependencyFailure, Numbering, Retention, Store,
+    Transition,
 };
 use crate::deps::{self, DepRef, DepState};
 use crate::error::{EngineError, Result};
@@ -555,14 +556,11 @@ impl Store for MemoryStore {
         let Some(entry) = inner.entries.get(seq as usize).and_then(|e| e.as_deref()) else {
             return Err(EngineError::NotFound(id.to_owned()));
         };
-        let mut change = match transition(&entry.task) {
-            Ok(change) => change,
+        let (task, status, events) = match next_record(&entry.task, transition, number) {
+            Ok(next) => next,
             Err(refused) => return Ok(Err(refused)),
         };
-        change.task.version = entry.task.version + 1;
-        let status = change.task.status;
-        let events = number(&mut change.task, change.events);
-        inner.store(seq, change.task, &events);
+        inner.store(seq, task, &events);
         Ok(Ok((status, events)))
     }
 

@@ -26,6 +26,21 @@ pub type Transition<'a> = &'a mut dyn FnMut(&Task) -> Result<Change, Refused>;
 /// refused.
 pub type Applied = Result<(TaskStatus, Vec<Event>), Refused>;
 
+/// What `transition` makes of `current`: the next record (its version the next one), its
+/// status and its events numbered by `number`; or why it was refused. Every store's
+/// [`Store::apply`] does this before it writes.
+pub(crate) fn next_record(
+    current: &Task,
+    transition: Transition<'_>,
+    number: Numbering<'_>,
+) -> Result<(Task, TaskStatus, Vec<Event>), Refused> {
+    let mut change = transition(current)?;
+    change.task.version = current.version + 1;
+    let status = change.task.status;
+    let events = number(&mut change.task, change.events);
+    Ok((change.task, status, events))
+}
+
 /// Numbers the drafts of a change into events (the engine's sequence, after the task's
 /// `last_seq`), and sets the task's `last_seq`: call it on the record about to be written.
 pub type Numbering<'a> = &'a mut dyn FnMut(&mut Task, Vec<EventDraft>) -> Vec<Event>;
@@ -140,14 +155,12 @@ pub trait Store: Send + Sync {
             let current = self
                 .get(id)?
                 .ok_or_else(|| EngineError::NotFound(id.to_owned()))?;
-            let mut change = match transition(&current) {
-                Ok(change) => change,
+            let (task, status, events) = match next_record(&current, &mut *transition, &mut *number)
+            {
+                Ok(next) => next,
                 Err(refused) => return Ok(Err(refused)),
             };
-            change.task.version = current.version + 1;
-            let status = change.task.status;
-            let events = number(&mut change.task, change.events);
-            if self.update(change.task, &events)? {
+            if self.update(task, &events)? {
                 return Ok(Ok((status, events)));
             }
         }

@@ -37,7 +37,10 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 
-use super::{Applied, ClaimBatch, ClaimRequest, Claimed, Numbering, Retention, Store, Transition};
+use super::{
+    next_record, Applied, ClaimBatch, ClaimRequest, Claimed, Numbering, Retention, Store,
+    Transition,
+};
 use crate::deps::DepRef;
 use crate::error::{EngineError, Result};
 use crate::event::Event;
@@ -407,14 +410,11 @@ fn apply_batch(
             continue;
         };
         let current = changed.as_ref().unwrap_or(stored);
-        match transition(current) {
+        match next_record(current, &mut **transition, &mut *number) {
             Err(refused) => out.push(Ok(Err(refused))),
-            Ok(mut change) => {
-                change.task.version = current.version + 1;
-                let status = change.task.status;
-                let events = number(&mut change.task, change.events);
+            Ok((task, status, events)) => {
                 written.events.extend_from_slice(&events);
-                *changed = Some(change.task);
+                *changed = Some(task);
                 out.push(Ok(Ok((status, events))));
             }
         }
@@ -578,14 +578,11 @@ impl Store for PostgresStore {
         self.writing(true, |db, written| {
             let (seq, old) =
                 load(db, id, Lock::Update)?.ok_or_else(|| EngineError::NotFound(id.to_owned()))?;
-            let mut change = match transition(&old) {
-                Ok(change) => change,
+            let (task, status, events) = match next_record(&old, &mut *transition, &mut *number) {
+                Ok(next) => next,
                 Err(refused) => return Ok(Err(refused)),
             };
-            change.task.version = old.version + 1;
-            let status = change.task.status;
-            let events = number(&mut change.task, change.events);
-            rows::replace(db, written, seq, &old, &change.task, &events)?;
+            rows::replace(db, written, seq, &old, &task, &events)?;
             Ok(Ok((status, events)))
         })
     }

@@ -31,7 +31,9 @@ use parking_lot::Mutex;
 use rusqlite::types::{FromSql, ToSql};
 use rusqlite::{params, Connection, OpenFlags, Params, Row};
 
-use super::{Applied, ClaimBatch, ClaimRequest, Numbering, Retention, Store, Transition};
+use super::{
+    next_record, Applied, ClaimBatch, ClaimRequest, Numbering, Retention, Store, Transition,
+};
 use crate::deps::DepRef;
 use crate::error::{EngineError, Result};
 use crate::event::Event;
@@ -202,14 +204,11 @@ fn apply_in(
     number: Numbering<'_>,
 ) -> Result<Applied> {
     let (seq, old) = load(tx, id)?.ok_or_else(|| EngineError::NotFound(id.to_owned()))?;
-    let mut change = match transition(&old) {
-        Ok(change) => change,
+    let (task, status, events) = match next_record(&old, transition, number) {
+        Ok(next) => next,
         Err(refused) => return Ok(Err(refused)),
     };
-    change.task.version = old.version + 1;
-    let status = change.task.status;
-    let events = number(&mut change.task, change.events);
-    rows::replace(tx, seq, &old, &change.task, &events)?;
+    rows::replace(tx, seq, &old, &task, &events)?;
     Ok(Ok((status, events)))
 }
 
