@@ -254,9 +254,15 @@ impl Shared {
         Some(run)
     }
 
-    /// Claims into free slots right away (a freed slot never waits for the dispatcher).
+    /// After a change: claims into free slots right away (a freed slot never waits for the
+    /// dispatcher), and watches the timers the change may have moved.
     fn refill(&self, st: &mut State) {
         self.watch_timers(st);
+        self.claim_free(st);
+    }
+
+    /// Claims into free slots, unless the engine stopped claiming.
+    fn claim_free(&self, st: &mut State) {
         if !st.claiming {
             return;
         }
@@ -924,7 +930,9 @@ impl Engine {
                 .extend(tasks.iter().map(|t| TaskId::clone(&t.id)));
         }
         shared.sink.deliver(events);
-        shared.refill(&mut st);
+        // New tasks end nothing and move no other task's timer: the scheduled ones wake
+        // the dispatcher below.
+        shared.claim_free(&mut st);
         drop(st);
         if tasks.iter().any(|t| t.status.is_timed()) {
             shared.wake();

@@ -496,11 +496,6 @@ impl Store for PostgresStore {
             }
         }
         self.writing(true, |db, written| {
-            let taken: Option<String> =
-                db.one("SELECT min(id) FROM task WHERE id = ANY($1)", &[&ids])?;
-            if let Some(id) = taken {
-                return Err(EngineError::Invalid(format!("task id {id} already exists")));
-            }
             // Dependencies name tasks stored before this batch (as in the memory store).
             for task in tasks {
                 let steps = task.steps.iter().flat_map(|s| &s.depends_on);

@@ -114,13 +114,13 @@ pub(super) fn insert(
         let waits = !task.status.is_terminal() && record_dependencies(db, task, written, true)?;
         rows.push(task, queue_of(task, waits))?;
     }
-    let inserted = db.exec(
+    let inserted = db.rows(
         "INSERT INTO task (id, record, queue, status, classification, run_class, priority,
                            due_at, lock_key, step_lock, lease_expiry, ended_at, version)
          SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
                               $6::text[], $7::int4[], $8::int8[], $9::text[], $10::text[],
                               $11::int8[], $12::int8[], $13::int8[])
-         ON CONFLICT (id) DO NOTHING",
+         ON CONFLICT (id) DO NOTHING RETURNING id",
         &[
             &rows.id,
             &rows.record,
@@ -137,11 +137,17 @@ pub(super) fn insert(
             &rows.version,
         ],
     )?;
-    if inserted != tasks.len() as u64 {
-        // Another process stored a task of one of these ids since this one looked.
-        return Err(EngineError::Invalid(
-            "a task id of this insert already exists (stored meanwhile by another process)".into(),
-        ));
+    if inserted.len() != tasks.len() {
+        // An id is taken (the transaction rolls back: nothing of the batch is stored).
+        let mut stored = HashSet::with_capacity(inserted.len());
+        for row in &inserted {
+            stored.insert(db.get::<String>(row, 0)?);
+        }
+        let taken = tasks.iter().find(|t| !stored.contains(&*t.id));
+        return Err(EngineError::Invalid(match taken {
+            Some(task) => format!("task id {} already exists", task.id),
+            None => "a task id of this insert already exists".into(),
+        }));
     }
     take_locks(db, &tasks.iter().collect::<Vec<_>>())?;
     written.wakes = true;
