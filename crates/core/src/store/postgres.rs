@@ -194,7 +194,13 @@ impl PostgresStore {
             .store(total.saturating_mul(2), Ordering::Relaxed);
         // A failure (the tables belong to another role, the connection dropped) only
         // leaves it to autovacuum; the write itself is done.
-        if let Err(err) = self.reading(|db| db.batch("ANALYZE task, task_event, task_dependency")) {
+        // In a transaction of its own that never waits long for its lock (another engine's
+        // ANALYZE, a vacuum): the engine waits for this call.
+        let analyzed = self.main.lock().writing(&self.connector, false, |db| {
+            db.batch("SET LOCAL lock_timeout = '200ms'")?;
+            db.batch("ANALYZE task, task_event, task_dependency")
+        });
+        if let Err(err) = analyzed {
             tracing::warn!(%err, "cannot analyze the PostgreSQL tables; leaving it to autovacuum");
         }
     }
@@ -658,7 +664,10 @@ impl Store for PostgresStore {
                 (applied, Ok(claimed))
             }
             Ok((applied, None)) => (applied, self.claim(request)),
-            Err(err) => (batch.iter().map(|_| Err(err.clone())).collect(), Err(err)),
+            // A conflict (a deadlock, a serialization failure) or a failure of the claim:
+            // the batch alone again, retried on a conflict as `apply_many` is; the claim is
+            // left to the engine's next try (it was reserved for: it cannot run twice).
+            Err(err) => (self.apply_many(batch, number), Err(err)),
         }
     }
 

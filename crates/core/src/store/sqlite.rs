@@ -378,7 +378,9 @@ impl Store for SqliteStore {
         });
         match done {
             Ok((applied, claimed)) => (applied, Ok(claimed)),
-            Err(err) => (batch.iter().map(|_| Err(err.clone())).collect(), Err(err)),
+            // The batch alone again (a failed claim does not lose it); the claim is left to
+            // the engine's next try.
+            Err(err) => (self.apply_many(batch, number), Err(err)),
         }
     }
 

@@ -112,6 +112,14 @@ pub(super) fn locks_are_free(
     locks: [Option<&str>; 2],
 ) -> Result<bool> {
     for key in locks.into_iter().flatten() {
+        // A composite holding its own key between steps: nobody else can take it.
+        let owner: Option<String> = db
+            .row("SELECT task_id FROM task_lock WHERE lock_key = $1", &[&key])?
+            .map(|row| db.get(&row, 0))
+            .transpose()?;
+        if owner.as_deref() == Some(task_id) {
+            continue;
+        }
         let reserved: bool = db.one(
             "SELECT pg_try_advisory_xact_lock(hashtext(current_schema()), hashtext($1))",
             &[&key],

@@ -2,7 +2,7 @@
 //! dependencies right. Events a transaction stores are gathered in [`Written`] and
 //! written, with the notification to the other processes, just before it commits.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use super::conn::{Db, Param};
 use super::queue::{columns, dependency_state, held_locks, may_block, queue_of, waits_for, Queue};
@@ -322,9 +322,26 @@ pub(super) fn replace_many(
             _ => by_target.push((target, vec![pair])),
         }
     }
+    // Every dependent locked at once, in id order as every transaction locks rows: locked
+    // target by target, two batches could lock two dependents in opposite orders.
+    let mut ids: Vec<&str> = by_target
+        .iter()
+        .flat_map(|(_, pairs)| pairs.iter().map(|(id, _)| id.as_str()))
+        .collect();
+    ids.sort_unstable();
+    ids.dedup();
+    let mut locked = HashMap::with_capacity(ids.len());
+    for row in db.rows(
+        "SELECT seq, record FROM task WHERE id = ANY($1) ORDER BY id FOR UPDATE",
+        &[&ids],
+    )? {
+        let seq: i64 = db.get(&row, 0)?;
+        let task = decode_task(&db.get::<String>(&row, 1)?)?;
+        locked.insert(task.id.to_string(), (seq, task));
+    }
     for r in rows {
         if let Some((_, pairs)) = by_target.iter().find(|(t, _)| *t == *r.task.id) {
-            progress_dependents(db, r.task, pairs, written)?;
+            progress_dependents(db, r.task, pairs, &locked, written)?;
         }
     }
     Ok(released)
@@ -431,13 +448,14 @@ fn record_dependencies(
 /// judged again. Met dependencies are dropped (a task with none left is queued); those
 /// that can no longer succeed are marked for the claims to hand over.
 ///
-/// `pairs`: `(task_id, depends_on)` of the dependencies on `target`, by task id. Each
-/// dependent's row is locked before its dependencies are touched, in the order of their
-/// ids, as every transaction that changes a task locks its row first.
+/// `pairs`: `(task_id, depends_on)` of the dependencies on `target`, by task id; `locked`:
+/// the dependents' rows, locked by the caller (`seq` and record by id) before their
+/// dependencies are touched, as every transaction that changes a task locks its row first.
 fn progress_dependents(
     db: &mut Db<'_, '_>,
     target: &Task,
     pairs: &[(String, String)],
+    locked: &HashMap<String, (i64, Task)>,
     written: &mut Written,
 ) -> Result<()> {
     let mut waiting: Vec<(&str, Vec<&str>)> = Vec::new();
@@ -451,7 +469,7 @@ fn progress_dependents(
     // them (the rows are locked in id order, as everywhere).
     let mut failures: Vec<(i64, &str, &str, &'static str)> = Vec::new();
     for (task_id, dependencies) in waiting {
-        let Some((seq, task)) = load(db, task_id, Lock::Update)? else {
+        let Some(&(seq, ref task)) = locked.get(task_id) else {
             continue;
         };
         let mut met = false;
@@ -469,8 +487,8 @@ fn progress_dependents(
                 }
             }
         }
-        if met && !is_blocked(db, &task)? {
-            let queue = queue_of(&task, false).map(Queue::as_str);
+        if met && !is_blocked(db, task)? {
+            let queue = queue_of(task, false).map(Queue::as_str);
             db.exec("UPDATE task SET queue = $2 WHERE seq = $1", &[&seq, &queue])?;
             written.wakes = true;
         }
