@@ -97,3 +97,20 @@ pub fn check(dep: &str, target: Option<&Task>) -> Result<(), String> {
         _ => Ok(()),
     }
 }
+
+/// Whether a step of a composite that holds lock key `lock` (from its first step to its
+/// end, between steps too) may wait for `target`: not when `target` has not ended and needs
+/// that key itself (as its own lock or a step's). It could not run before the composite
+/// ends, and the composite would wait for it forever. `Err` is the refusal's message.
+pub fn check_lock(dep: &str, lock: &str, target: &Task) -> Result<(), String> {
+    let needs = target.lock.as_deref() == Some(lock)
+        || target.steps.iter().any(|s| s.lock.as_deref() == Some(lock));
+    if needs && !target.status.is_terminal() {
+        return Err(format!(
+            "dependency {dep} can never be met: task {} needs lock '{lock}', which the composite \
+             holds from its first step to its end, so neither would ever run",
+            target.id
+        ));
+    }
+    Ok(())
+}

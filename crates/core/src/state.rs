@@ -159,8 +159,9 @@ pub fn claim(task: &Task, owner: &str, now: Millis, lease_ms: u64) -> Result<Cha
 }
 
 /// A composite's step runs again after a run that did not succeed (an in-place or task
-/// retry, a lost lease, a release): the steps that run added with `ctx.scheduleSteps` are
-/// withdrawn, since the new run plans again (steps added by a step that succeeded stay).
+/// retry, a lost lease, a release), or failed for good and may fail (`canFail`): the steps
+/// that run added with `ctx.scheduleSteps` are withdrawn, since the new run plans again, or
+/// the composite goes on without them (steps added by a step that succeeded stay).
 /// Returns the `update` event `{ status: 'update', currentStep, totalSteps, output: {
 /// removed } }` announcing it, if there was anything to withdraw.
 fn withdraw_planned_steps(next: &mut Task) -> Option<EventDraft> {
@@ -556,12 +557,14 @@ fn step_failed(mut next: Task, error: TaskError, now: Millis, unit: f64) -> Chan
     };
     set_step_result(&mut next, index as usize, result);
     if can_fail {
-        let event = EventDraft::progress(serde_json::json!({
+        // The composite goes on without the steps the failed run planned.
+        let mut events: Vec<EventDraft> = withdraw_planned_steps(&mut next).into_iter().collect();
+        events.push(EventDraft::progress(serde_json::json!({
             "currentStep": index,
             "totalSteps": next.steps.len(),
             "error": error,
-        }));
-        return advance(next, vec![event], now);
+        })));
+        return advance(next, events, now);
     }
     task_failure(next, error, now, unit)
 }

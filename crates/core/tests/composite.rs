@@ -54,6 +54,7 @@ on_every_store!(
     a_failing_step_stops_the_composite_unless_it_can_fail,
     scheduled_steps_are_inserted_in_call_order_and_announced,
     steps_planned_by_a_run_that_failed_are_withdrawn_when_the_step_runs_again,
+    a_step_that_may_fail_and_failed_goes_on_without_the_steps_it_planned,
     schedule_steps_is_refused_outside_a_composite_and_for_bad_steps,
     retry_cancel_and_reschedule_inside_a_step_act_on_the_task,
     log_lines_written_during_a_step_carry_its_index,
@@ -61,6 +62,7 @@ on_every_store!(
     a_dependency_on_a_failed_step_fails_the_dependent_and_missing_ones_are_refused,
     steps_sharing_a_lock_never_overlap_and_do_not_block_others,
     a_composite_holds_its_own_lock_between_steps_until_it_leaves_running,
+    a_later_step_may_not_wait_for_a_task_needing_the_composites_lock,
     native_steps_run_with_catch_hooks_and_can_schedule_steps,
 );
 
@@ -411,6 +413,35 @@ fn steps_planned_by_a_run_that_failed_are_withdrawn_when_the_step_runs_again(sto
     assert_eq!(engine.read(&task.id).unwrap().step_results.len(), 5);
 }
 
+fn a_step_that_may_fail_and_failed_goes_on_without_the_steps_it_planned(store: MakeStore) {
+    let (engine, _sink, jobs) = abc_engine(store);
+    let task = engine
+        .push(vec![composite(vec![
+            json!({"classification": "a", "canFail": true}),
+            json!({"classification": "c", "name": "last"}),
+        ])])
+        .unwrap()
+        .remove(0);
+    let first = recv(&jobs);
+    engine
+        .schedule_steps(
+            &first.task_id,
+            first.token,
+            vec![step(json!({"classification": "b", "name": "planned"}))],
+            StepPosition::AfterCurrent,
+        )
+        .unwrap();
+    fail(&engine, &first, "failed after planning");
+    let next = recv(&jobs);
+    assert_eq!(next.name.as_deref(), Some("last"));
+    ok(&engine, &next, Value::Null);
+    quiet(&jobs);
+    let done = engine.read(&task.id).unwrap();
+    assert_eq!(done.status, TaskStatus::Succeeded);
+    assert_eq!(done.steps.len(), 2);
+    assert_eq!(done.step_results[0].status, TaskStatus::Failed);
+}
+
 fn schedule_steps_is_refused_outside_a_composite_and_for_bad_steps(store: MakeStore) {
     let store = store();
     let shared = store.is_shared();
@@ -690,6 +721,78 @@ fn a_composite_holds_its_own_lock_between_steps_until_it_leaves_running(store: M
     let again = recv(&jobs);
     assert_eq!(again.name.as_deref(), Some("second"));
     ok(&engine, &again, Value::Null);
+}
+
+fn a_later_step_may_not_wait_for_a_task_needing_the_composites_lock(store: MakeStore) {
+    let (engine, _sink, jobs) = abc_engine(store);
+    let mut other = TaskSpec::new("c", Value::Null);
+    other.lock = Some("T".into());
+    let other = engine.push(vec![other]).unwrap().remove(0);
+    let on_t = |steps: Vec<Value>| {
+        let mut spec = composite(steps);
+        spec.lock = Some("T".into());
+        spec
+    };
+    // Step 1 would wait, lock held, for a task that needs the lock: refused at push.
+    let err = engine
+        .push(vec![on_t(vec![
+            json!({"classification": "a"}),
+            json!({"classification": "b", "dependsOn": [other.id.to_string()]}),
+        ])])
+        .unwrap_err();
+    assert_eq!(err.code(), "E_DEPENDENCY", "{err}");
+    assert!(err.to_string().contains("can never be met"), "{err}");
+    // Before its first step it holds nothing: step 0 may wait.
+    engine
+        .push(vec![on_t(vec![
+            json!({"classification": "a", "dependsOn": [other.id.to_string()]}),
+        ])])
+        .unwrap();
+    // Nor may a step added by scheduleSteps.
+    let running = recv(&jobs);
+    assert_eq!(running.task_id, other.id);
+    let planner = engine
+        .push(vec![on_t(vec![json!({"classification": "b"})])])
+        .unwrap()
+        .remove(0);
+    let mut blocker = TaskSpec::new("c", Value::Null);
+    blocker.lock = Some("T".into());
+    let blocker = engine.push(vec![blocker]).unwrap().remove(0);
+    ok(&engine, &running, Value::Null);
+    // The composite of step 0 waiting for `other` runs now, then the planner.
+    let mut planner_job = None;
+    for _ in 0..2 {
+        let job = recv(&jobs);
+        if job.task_id == planner.id {
+            planner_job = Some(job);
+        } else {
+            ok(&engine, &job, Value::Null);
+        }
+    }
+    let planner_job = planner_job.expect("the planner's step ran");
+    let refused = engine
+        .schedule_steps(
+            &planner_job.task_id,
+            planner_job.token,
+            vec![step(
+                json!({"classification": "a", "dependsOn": [blocker.id.to_string()]}),
+            )],
+            StepPosition::AfterCurrent,
+        )
+        .unwrap_err();
+    assert_eq!(refused.code(), "E_DEPENDENCY");
+    // A task that ended needs nothing any more.
+    assert!(engine
+        .schedule_steps(
+            &planner_job.task_id,
+            planner_job.token,
+            vec![step(
+                json!({"classification": "a", "dependsOn": [other.id.to_string()]})
+            )],
+            StepPosition::AfterCurrent,
+        )
+        .unwrap()
+        .is_some());
 }
 
 struct Flaky {

@@ -97,9 +97,12 @@ impl Shared {
     /// engine's sequence moves past their numbers (a Lamport clock), so the next events
     /// this engine writes come after them.
     ///
-    /// A status change another engine made to a task running here ended this run: it was
-    /// canceled there, or its lease was taken over. The run is told to stop (its late
-    /// result would be refused anyway) and its slot is freed.
+    /// A status change another engine made to a task running here after this run was
+    /// claimed ended the run: it was canceled there, or its lease was taken over. The run is
+    /// told to stop (its late result would be refused anyway) and its slot is freed. An
+    /// event of that engine committed before the claim (heard late) is numbered before it
+    /// (a task's events are numbered after its `last_seq`, whichever engine writes) and
+    /// changes nothing here.
     fn deliver_remote_events(&self, st: &mut State) -> Result<()> {
         let events = self.store.remote_events()?;
         if events.is_empty() {
@@ -112,7 +115,14 @@ impl Shared {
                 if p.status.is_terminal() {
                     st.watching.remove(&event.task_id);
                 }
-                if let Some(run) = self.end_run(st, &event.task_id, None) {
+                let after_claim = st
+                    .running
+                    .get(&*event.task_id)
+                    .is_some_and(|run| event.seq > run.claimed_at_seq);
+                if let Some(run) = after_claim
+                    .then(|| self.end_run(st, &event.task_id, None))
+                    .flatten()
+                {
                     let reason = if p.status == TaskStatus::Canceled {
                         StopReason::Canceled
                     } else {
@@ -345,6 +355,7 @@ impl Shared {
                     token: task.lease_token,
                     executor,
                     deadline,
+                    claimed_at_seq: task.last_seq,
                 },
             );
             if let Some(entry) = st.executors.get_mut(&executor) {

@@ -48,6 +48,9 @@ struct Run {
     executor: ExecutorId,
     /// When the run times out (`timeoutMs`).
     deadline: Option<Millis>,
+    /// The task's last event sequence number at the claim: an event of another engine
+    /// numbered after it changed the task after this run began.
+    claimed_at_seq: u64,
 }
 
 /// A timed-out run whose executor has not returned it yet.
@@ -338,8 +341,19 @@ impl Shared {
             }
             let batch = std::mem::take(&mut *grouped.waiting.lock());
             if !batch.is_empty() {
-                if let Err(err) = self.report_many(&batch) {
-                    tracing::warn!(%err, runs = batch.len(), "native results not recorded");
+                // A panic (of a sink or a store) must not leave `recording` set: every
+                // later outcome would wait for a recorder that never comes.
+                let recorded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    self.report_many(&batch)
+                }));
+                match recorded {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(err)) => {
+                        tracing::warn!(%err, runs = batch.len(), "native results not recorded");
+                    }
+                    Err(_) => {
+                        tracing::error!(runs = batch.len(), "recording native results panicked");
+                    }
                 }
             }
             grouped.recording.store(false, Ordering::Release);
@@ -534,6 +548,10 @@ impl Shared {
             .store
             .get(id)?
             .ok_or_else(|| EngineError::NotFound(id.to_owned()))?;
+        self.check_lock_waits(
+            current.lock.as_deref(),
+            steps.iter().flat_map(|s| &s.depends_on),
+        )?;
         if !current.is_composite() {
             return Err(EngineError::Invalid(format!(
                 "scheduleSteps works only inside a step of a composite task; task {id} is atomic"
@@ -567,6 +585,25 @@ impl Shared {
     }
 
     /// Refuses a dependency on a task (or step) that does not exist.
+    /// Refuses step dependencies of a composite holding `lock` that can never be met (see
+    /// [`crate::deps::check_lock`]).
+    fn check_lock_waits<'a>(
+        &self,
+        lock: Option<&str>,
+        deps: impl IntoIterator<Item = &'a String>,
+    ) -> Result<()> {
+        let Some(lock) = lock else {
+            return Ok(());
+        };
+        for dep in deps {
+            if let Some(target) = self.store.get(crate::deps::DepRef::parse(dep).task_id)? {
+                crate::deps::check_lock(dep, lock, &target)
+                    .map_err(EngineError::DependencyNotFound)?;
+            }
+        }
+        Ok(())
+    }
+
     fn check_dependencies<'a>(&self, deps: impl IntoIterator<Item = &'a String>) -> Result<()> {
         let mut seen: Vec<&str> = Vec::new();
         for dep in deps {
@@ -913,7 +950,13 @@ impl Engine {
             if deps.clone().any(|d| d.contains(':'))
                 || steps.clone().any(|s| !s.depends_on.is_empty())
             {
-                shared.check_dependencies(deps.chain(steps.flat_map(|s| &s.depends_on)))?;
+                shared.check_dependencies(deps.chain(steps.clone().flat_map(|s| &s.depends_on)))?;
+                // The composite holds its lock from its first step on: what a later step
+                // waits for must not need it.
+                shared.check_lock_waits(
+                    spec.lock.as_deref(),
+                    steps.skip(1).flat_map(|s| &s.depends_on),
+                )?;
             }
         }
         let mut tasks = Vec::with_capacity(specs.len());
