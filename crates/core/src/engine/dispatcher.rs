@@ -254,10 +254,10 @@ impl Shared {
         // an executor serving several classifications is never promised twice.
         let reserved: RefCell<Vec<ExecutorId>> = RefCell::default();
         let tentative: RefCell<FxHashMap<ExecutorId, usize>> = RefCell::default();
-        let routes = &*st;
+        let state = &*st;
         let reserve = |classification: &str| {
             let mut tentative = tentative.borrow_mut();
-            let pick = self.least_loaded(routes, classification, &tentative);
+            let pick = self.least_loaded(state, classification, &tentative);
             if let Some(id) = pick {
                 *tentative.entry(id).or_default() += 1;
                 reserved.borrow_mut().push(id);

@@ -317,16 +317,12 @@ impl Shared {
         }
     }
 
+    /// One outcome: a batch of one ([`Shared::report_many`]).
     pub(crate) fn report(&self, id: &str, token: u64, outcome: Outcome) -> Result<bool> {
-        let mut st = self.state.lock();
-        let accepted = self.record(&mut st, id, token, &outcome, now_ms())?;
-        if accepted {
-            self.refill(&mut st);
-        }
-        Ok(accepted)
+        let accepted = self.report_many(&[(id.to_owned(), token, outcome)])?;
+        Ok(accepted.first().copied().unwrap_or(false))
     }
 
-    /// Records many outcomes under one lock, then refills the freed slots in one claim.
     /// Records the outcome of a run together with those other threads report meanwhile
     /// (one store write for all of them, on a database). Failures are logged: the run
     /// keeps its lease in the store and is retried when it expires.
@@ -433,50 +429,11 @@ impl Shared {
         }
     }
 
-    /// Ends run `token` of `id` with `outcome` (if the token is current) and frees its slot.
-    fn record(
-        &self,
-        st: &mut State,
-        id: &str,
-        token: u64,
-        outcome: &Outcome,
-        now: Millis,
-    ) -> Result<bool> {
-        self.forget_overdue(st, id, token);
-        let result = self.commit(st, id, now, outcome_transition(token, outcome, now))?;
-        Ok(self.recorded(st, id, token, result))
-    }
-
     /// A timed-out run came back, late: its executor is not stuck.
     fn forget_overdue(&self, st: &mut State, id: &str, token: u64) {
         if !st.overdue.is_empty() {
             st.overdue
                 .retain(|o| !(o.token == token && &*o.task_id == id));
-        }
-    }
-
-    /// The outcome of run `token` of `id` was committed (or refused): frees its slot.
-    /// Whether it was recorded.
-    fn recorded(
-        &self,
-        st: &mut State,
-        id: &str,
-        token: u64,
-        result: Result<TaskStatus, Refused>,
-    ) -> bool {
-        match result {
-            Ok(status) => {
-                if status.is_timed() {
-                    // A new due time the dispatcher may have to sleep less for.
-                    self.wake();
-                }
-                self.end_run(st, id, Some(token));
-                true
-            }
-            Err(refused) => {
-                tracing::debug!(task = id, token, %refused, "late or stale result dropped");
-                false
-            }
         }
     }
 
